@@ -1,0 +1,5 @@
+import sys
+
+from modelcycle import cli
+
+sys.exit(cli.main())

@@ -1,0 +1,155 @@
+"""Dataset: a versioned, validated and profiled snapshot of training data."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from modelcycle.api import common
+
+BuiltinName = Literal["iris", "wine", "breast_cancer", "diabetes", "digits"]
+
+
+class BuiltinSource(common.KubeModel):
+    """A data set that ships with scikit-learn."""
+
+    name: BuiltinName
+    """One of iris, wine, breast_cancer, diabetes, digits. The target column is `target`."""
+
+
+class S3Source(common.KubeModel):
+    """An object in S3-compatible storage."""
+
+    uri: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,62}/.+$")
+    """Object URI, `s3://bucket/key`."""
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    """Endpoint URL for S3-compatible stores such as MinIO. Defaults to AWS."""
+    secret_ref: common.LocalObjectReference | None = None
+    """Secret with keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`."""
+
+
+class PvcSource(common.KubeModel):
+    """A file on a PersistentVolumeClaim in the same namespace."""
+
+    claim_name: str = Field(min_length=1, max_length=253)
+    """Name of the PersistentVolumeClaim."""
+    path: str = Field(min_length=1, pattern=r"^[^/].*$")
+    """Path of the file relative to the volume root."""
+
+
+class ConfigMapSource(common.KubeModel):
+    """A CSV file kept in a ConfigMap key (small data sets only: ConfigMaps hold at most 1 MiB)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the ConfigMap."""
+    key: str = Field(min_length=1, max_length=253)
+    """Key holding the file contents."""
+
+
+class DatasetSource(common.KubeModel):
+    """Where the data comes from. Exactly one field must be set."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.builtin), has(self.url), has(self.s3), has(self.pvc), "
+                    "has(self.configMap)].filter(x, x).size() == 1",
+                    "message": "exactly one of builtin, url, s3, pvc, configMap must be set",
+                }
+            ]
+        }
+    )
+
+    builtin: BuiltinSource | None = None
+    """A built-in scikit-learn data set."""
+    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://.+")
+    """An http(s) URL of a CSV or Parquet file."""
+    s3: S3Source | None = None
+    """An object in S3-compatible storage."""
+    pvc: PvcSource | None = None
+    """A file on a PersistentVolumeClaim."""
+    config_map: ConfigMapSource | None = None
+    """A CSV file stored in a ConfigMap key."""
+
+
+class ColumnSchema(common.KubeModel):
+    """Expected type and value constraints of one column."""
+
+    name: str = Field(min_length=1, max_length=256)
+    """Column name as it appears in the data."""
+    type: Literal["number", "integer", "string", "category", "boolean"] = "number"
+    """Expected type. Defaults to number."""
+    min: float | None = None
+    """Smallest allowed value (numeric columns)."""
+    max: float | None = None
+    """Largest allowed value (numeric columns)."""
+    allowed_values: list[str] | None = None
+    """Allowed values (category and string columns), compared as strings."""
+    nullable: bool = False
+    """Whether missing values are allowed in this column. Defaults to false."""
+
+
+class ValidationRules(common.KubeModel):
+    """Rules the whole data set must satisfy."""
+
+    min_rows: int = Field(default=1, ge=1)
+    """Fewest rows accepted. Defaults to 1."""
+    max_null_fraction: float = Field(default=0.0, ge=0, le=1)
+    """Largest fraction of missing values accepted in any column. Defaults to 0."""
+
+
+class DatasetSpec(common.KubeModel):
+    """Desired state of a Dataset."""
+
+    source: DatasetSource
+    """Where the data comes from."""
+    format: Literal["csv", "parquet"] = "csv"
+    """File format of url, s3 and pvc sources. Defaults to csv."""
+    target: str = Field(default="target", min_length=1)
+    """Name of the label column. Defaults to `target`."""
+    features: list[str] | None = Field(default=None, min_length=1)
+    """Columns used as features. Defaults to every column but the target."""
+    schema_: list[ColumnSchema] | None = Field(
+        default=None,
+        alias="schema",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Expected columns with their types and constraints. Every violation is reported."""
+    validation: ValidationRules | None = None
+    """Rules for the whole data set."""
+    refresh_seconds: int | None = Field(default=None, ge=60)
+    """Take a new snapshot this often (at least 60). Unset: snapshot once per spec change."""
+
+
+class Snapshot(common.KubeModel):
+    """The current validated snapshot of the data."""
+
+    sha256: str | None = Field(default=None, pattern=common.SHA256_HEX)
+    """Content hash of the canonical serialization of the data."""
+    uri: str | None = None
+    """Where the snapshot is stored in the artifact store."""
+    rows: int | None = None
+    """Number of rows."""
+    columns: int | None = None
+    """Number of columns, target included."""
+    profile_uri: str | None = None
+    """Where the profile (statistics and reference histograms for drift) is stored."""
+    profile_sha256: str | None = None
+    """Content hash of the profile."""
+    task: Literal["classification", "regression"] | None = None
+    """Learning task inferred from the target column."""
+    taken_at: str | None = None
+    """When the snapshot was taken (RFC 3339)."""
+
+
+class DatasetStatus(common.CommonStatus):
+    """Observed state of a Dataset."""
+
+    snapshot: Snapshot | None = None
+    """The current validated snapshot."""
+    violations: list[str] | None = None
+    """Validation failures of the last attempt, at most 20."""
+    job_name: str | None = None
+    """The data Job of the current spec."""

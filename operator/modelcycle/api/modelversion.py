@@ -1,0 +1,105 @@
+"""ModelVersion: an immutable, registered model artifact with lineage, validated before serving."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from modelcycle.api import common
+
+
+class Artifact(common.KubeModel):
+    """The stored model file."""
+
+    uri: str = Field(min_length=1, max_length=2048, pattern=r"^(file|s3|pvc)://.+")
+    """Where the model is stored: `pvc://<path>` on the artifact volume, `file://`, or `s3://`."""
+    sha256: str = Field(pattern=common.SHA256_HEX)
+    """SHA-256 of the file, 64 lowercase hex characters; checked before every load."""
+    format: Literal["skops"] = "skops"
+    """Serialization format. Only skops (loaded with an explicit trusted-type list) is accepted."""
+
+
+class Lineage(common.KubeModel):
+    """Where the model came from."""
+
+    training_run: str | None = None
+    """The TrainingRun that produced it."""
+    dataset: str | None = None
+    """The Dataset it was trained on."""
+    dataset_sha256: str | None = Field(default=None, pattern=common.SHA256_HEX)
+    """The Dataset snapshot it was trained on."""
+    dataset_uri: str | None = None
+    """Where that snapshot is stored; validation re-evaluates on its holdout split."""
+    profile_uri: str | None = None
+    """The training data profile, the reference for drift detection."""
+    split: common.Split | None = None
+    """The split used in training, so validation evaluates on the same holdout rows."""
+    params: dict[str, Any] | None = None
+    """Estimator parameters actually used."""
+    image: str | None = None
+    """Container image that trained it."""
+
+
+class ModelVersionSpec(common.KubeModel):
+    """A registered model version. Immutable after creation."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "ModelVersion spec is immutable; register a new version"}
+            ]
+        },
+    )
+
+    model: common.ModelName
+    version: int = Field(ge=1)
+    """Version number, unique per model in the namespace."""
+    artifact: Artifact
+    """The stored model file."""
+    lineage: Lineage | None = None
+    """Where the model came from."""
+    metrics: dict[str, float] | None = None
+    """Holdout metrics reported by training."""
+    gates: common.Gates | None = None
+    """Quality gates this version must pass to become Validated."""
+
+
+class ProductionComparison(common.KubeModel):
+    """How the candidate compared with the version in production."""
+
+    version: int
+    """The production version."""
+    metric: str
+    """The compared metric."""
+    production: float
+    """Production's value."""
+    candidate: float
+    """This version's value."""
+
+
+class Latency(common.KubeModel):
+    """Prediction latency measured during validation."""
+
+    single_row_ms: float | None = None
+    """Median time of one single-row predict call, in milliseconds."""
+    batch_rows_per_second: float | None = None
+    """Rows per second when predicting the holdout set at once."""
+
+
+class ModelVersionStatus(common.CommonStatus):
+    """Observed state of a ModelVersion."""
+
+    job_name: str | None = None
+    """The validation Job."""
+    metrics: dict[str, float] | None = None
+    """Holdout metrics recomputed by validation."""
+    reasons: list[str] | None = None
+    """Why the version was rejected (or notes on why it passed)."""
+    production: ProductionComparison | None = None
+    """Comparison with production, when a gate asked for one."""
+    latency: Latency | None = None
+    """Prediction latency."""
+    validated_at: str | None = None
+    """When validation finished (RFC 3339)."""

@@ -1,0 +1,1 @@
+"""Pure manifest builders: dict in, dict out. Imports no kopf and no client."""

@@ -1,0 +1,1 @@
+"""One kopf module per kind."""

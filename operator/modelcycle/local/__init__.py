@@ -1,0 +1,1 @@
+"""The local platform: control plane and local node."""

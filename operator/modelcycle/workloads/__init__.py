@@ -1,0 +1,1 @@
+"""What runs inside Jobs and serving pods: data, train, validate, serve, drift."""
