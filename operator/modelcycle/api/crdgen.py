@@ -199,7 +199,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.check:
         if not args.out.is_dir():
-            raise errors.UserError(f"{args.out} does not exist; run `modelcycle crds generate` in the repo root")
+            raise errors.UserError(
+                f"{args.out} does not exist; run `modelcycle crds generate` in the repo root"
+            )
         stale = stale_files(out_dir=args.out)
         for name, diff in stale.items():
             print(f"stale: {name}", file=sys.stderr)

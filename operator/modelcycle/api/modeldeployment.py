@@ -24,8 +24,10 @@ class Strategy(common.KubeModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
+                # `type` is optional (Rolling when unset) and CEL fails on an absent field, so the
+                # rule tests for it rather than reading it blindly.
                 {
-                    "rule": "!has(self.canary) || self.type == 'Canary'",
+                    "rule": "!has(self.canary) || (has(self.type) && self.type == 'Canary')",
                     "message": "canary settings are only allowed with type Canary",
                 }
             ]
@@ -44,7 +46,11 @@ class Autoscaling(common.KubeModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"}
+                # minReplicas is optional (1 when unset, never above maxReplicas >= 1).
+                {
+                    "rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+                    "message": "minReplicas must not exceed maxReplicas",
+                }
             ]
         }
     )

@@ -48,7 +48,10 @@ class ModelVersionSpec(common.KubeModel):
         protected_namespaces=(),
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "self == oldSelf", "message": "ModelVersion spec is immutable; register a new version"}
+                {
+                    "rule": "self == oldSelf",
+                    "message": "ModelVersion spec is immutable; register a new version",
+                }
             ]
         },
     )

@@ -1,0 +1,430 @@
+"""The reconcile machinery every kind shares: one level-triggered reconcile per object at a time.
+
+A kind registers a `reconcile(obj, ctx) -> Outcome` function. It runs when the object or one of
+its children changes (kopf watch events), when a kind it depends on changes, when it asked to be
+requeued, and on a periodic resync. Failures are retried with capped exponential backoff. The
+object's status is written only through the status subresource and only when it changed; nothing
+is ever written to a user's spec, and no finalizers or annotations are added to user objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import prometheus_client
+
+from modelcycle.api import conditions, kinds
+from modelcycle.builders import meta, pods
+from modelcycle.controllers import kube
+
+logger = logging.getLogger("modelcycle.operator")
+
+RECONCILES = prometheus_client.Counter(
+    "modelcycle_operator_reconcile_total", "Reconciles by kind and result", ["kind", "result"]
+)
+RECONCILE_SECONDS = prometheus_client.Histogram(
+    "modelcycle_operator_reconcile_duration_seconds",
+    "Reconcile duration by kind",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ERRORS = prometheus_client.Counter(
+    "modelcycle_operator_reconcile_errors_total", "Failed reconciles by kind and reason", ["kind", "reason"]
+)
+OBJECT_READY = prometheus_client.Gauge(
+    "modelcycle_object_ready", "1 when the object's Ready condition is True", ["kind", "namespace", "name"]
+)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Stalled(Exception):
+    """The object cannot progress until something outside the operator changes.
+
+    Reported as `Stalled=True`, `Ready=False` with the reason, plus a Warning Event; retried with
+    backoff (a missing reference may appear), and at once when the object's spec changes.
+    """
+
+    def __init__(self, reason: str, message: str, *, extra_status: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.extra_status = extra_status or {}
+
+
+@dataclass
+class Event:
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+@dataclass
+class Outcome:
+    """What one reconcile decided: the new status (merged over the old) and what to announce."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    workload: pods.WorkloadSettings = field(default_factory=pods.WorkloadSettings)
+    resync_seconds: float = 30.0
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: float = 120.0
+    poll_seconds: float = 5.0
+    """Requeue interval while a child is in progress (watch events usually come sooner)."""
+
+
+@dataclass
+class Context:
+    """What a reconcile may use: the cluster client, settings, and helpers for children."""
+
+    client: kube.Client
+    settings: Settings
+
+    def now(self) -> str:
+        return now()
+
+    def ensure_child(self, manifest: dict[str, Any], *, owner: dict[str, Any]) -> dict[str, Any]:
+        """Create the child; on 409 adopt the existing one when the owner matches (restart-safe)."""
+        try:
+            return self.client.create(manifest)
+        except kube.Conflict:
+            existing = self.client.get(
+                kind=manifest["kind"],
+                api_version=manifest.get("apiVersion"),
+                namespace=manifest["metadata"].get("namespace"),
+                name=manifest["metadata"]["name"],
+            )
+            owners = existing.get("metadata", {}).get("ownerReferences", [])
+            if owner["metadata"]["uid"] not in {o.get("uid") for o in owners}:
+                raise Stalled(
+                    "NameConflict",
+                    f"{manifest['kind']} {manifest['metadata']['name']} exists and is not owned by this "
+                    f"{owner['kind']}; delete or rename it",
+                ) from None
+            return existing
+
+    def emit(self, obj: dict[str, Any], event: Event) -> None:
+        emit_event(self.client, obj, event)
+
+
+Reconcile = Callable[[dict[str, Any], Context], Outcome]
+
+
+@dataclass
+class Registration:
+    kind: kinds.Kind
+    reconcile: Reconcile
+    dependents: tuple[str, ...] = ()
+    """Kinds whose objects in the same namespace are reconciled when one of these changes."""
+
+
+REGISTRY: dict[str, Registration] = {}
+
+
+def register(kind: kinds.Kind, reconcile: Reconcile, *, dependents: tuple[str, ...] = ()) -> None:
+    REGISTRY[kind.kind] = Registration(kind=kind, reconcile=reconcile, dependents=dependents)
+
+
+def emit_event(client: kube.Client, obj: dict[str, Any], event: Event) -> None:
+    """Record a core/v1 Event on the object; failures to record are logged, never raised."""
+    metadata = obj["metadata"]
+    stamp = now()
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{metadata['name'][:200]}.{meta.short_hash(metadata['uid'], time.time_ns(), length=12)}",
+            "namespace": metadata["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata["uid"],
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+        "reason": event.reason,
+        "message": event.message[:1024],
+        "type": event.type,
+        "source": {"component": "modelcycle-operator"},
+        "reportingComponent": "modelcycle.io/operator",
+        "reportingInstance": "modelcycle-operator",
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    try:
+        client.create(body)
+    except kube.ApiError as exc:
+        logger.warning(
+            "could not record event %s on %s/%s: %s",
+            event.reason,
+            metadata["namespace"],
+            metadata["name"],
+            exc,
+        )
+
+
+@dataclass
+class _Schedule:
+    due: float = 0.0
+    failures: int = 0
+    failed_generation: int | None = None
+
+
+class Runner:
+    """Runs reconciles: at most one at a time per object, when due, with backoff on failure."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._schedule: dict[str, _Schedule] = {}
+        self._known: dict[str, tuple[str, str, str]] = {}  # uid -> (kind, namespace, name)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- triggers -------------------------------------------------------------------------
+    def forget(self, kind: str, obj: dict[str, Any]) -> None:
+        uid = obj["metadata"]["uid"]
+        self._known.pop(uid, None)
+        self._schedule.pop(uid, None)
+        self._locks.pop(uid, None)
+        with contextlib.suppress(KeyError):  # never reported
+            OBJECT_READY.remove(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+    async def on_object_event(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        if event_type == "DELETED" or obj["metadata"].get("deletionTimestamp"):
+            self.forget(kind, obj)
+            await self.poke_dependents(kind, obj["metadata"]["namespace"])
+            return
+        uid = obj["metadata"]["uid"]
+        self._known[uid] = (kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        schedule = self._schedule.setdefault(uid, _Schedule())
+        generation = obj["metadata"].get("generation")
+        if schedule.failures and schedule.failed_generation != generation:
+            schedule.failures = 0  # the spec changed: try at once
+            schedule.due = 0.0
+        if schedule.failures == 0:
+            await self.reconcile(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+    async def on_child_event(self, child: dict[str, Any]) -> None:
+        for ref in child.get("metadata", {}).get("ownerReferences", []):
+            if ref.get("controller") and ref.get("kind") in REGISTRY:
+                self.mark_due(ref["uid"])
+
+    async def poke_dependents(self, kind: str, namespace: str) -> None:
+        wanted = set(REGISTRY[kind].dependents) if kind in REGISTRY else set()
+        for uid, (other_kind, other_ns, _) in list(self._known.items()):
+            if other_kind in wanted and other_ns == namespace:
+                self.mark_due(uid)
+
+    def mark_due(self, uid: str, *, delay: float = 0.0) -> None:
+        schedule = self._schedule.setdefault(uid, _Schedule())
+        if schedule.failures == 0:
+            schedule.due = (
+                min(schedule.due, time.monotonic() + delay) if schedule.due else time.monotonic() + delay
+            )
+
+    # --- the loop -------------------------------------------------------------------------
+    async def run_due_forever(self, *, tick: float = 0.5) -> None:
+        last_resync = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            current = time.monotonic()
+            resync = current - last_resync >= self.ctx.settings.resync_seconds
+            if resync:
+                last_resync = current
+            for uid, (kind, namespace, name) in list(self._known.items()):
+                schedule = self._schedule.get(uid)
+                if schedule is None:
+                    continue
+                if (schedule.due and schedule.due <= current) or (resync and schedule.failures == 0):
+                    schedule.due = 0.0
+                    task = asyncio.create_task(self.reconcile(kind, namespace, name))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+
+    async def reconcile(self, kind: str, namespace: str, name: str) -> None:
+        key = f"{kind}/{namespace}/{name}"
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        if lock.locked():
+            # A reconcile is running; it reads the latest state, so ask for one more pass after it.
+            self._rerun_after(kind, namespace, name)
+            return
+        async with lock:
+            await asyncio.to_thread(self._reconcile_blocking, kind, namespace, name)
+
+    def _rerun_after(self, kind: str, namespace: str, name: str) -> None:
+        for uid, known in self._known.items():
+            if known == (kind, namespace, name):
+                self.mark_due(uid, delay=0.2)
+
+    def _reconcile_blocking(self, kind: str, namespace: str, name: str) -> None:
+        registration = REGISTRY[kind]
+        client = self.ctx.client
+        obj = client.get_or_none(kind=kind, namespace=namespace, name=name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return
+        uid = obj["metadata"]["uid"]
+        schedule = self._schedule.setdefault(uid, _Schedule())
+        generation = obj["metadata"].get("generation")
+        started = time.monotonic()
+        status_before = obj.get("status") or {}
+        try:
+            outcome = registration.reconcile(obj, self.ctx)
+        except Stalled as stall:
+            outcome = self._stalled_outcome(obj, stall)
+            self._back_off(schedule, generation)
+            ERRORS.labels(kind, stall.reason).inc()
+            RECONCILES.labels(kind, "stalled").inc()
+        except kube.ApiError as exc:
+            logger.warning("reconcile %s %s/%s: API error %s", kind, namespace, name, exc)
+            self._back_off(schedule, generation)
+            ERRORS.labels(kind, f"Api{exc.status}").inc()
+            RECONCILES.labels(kind, "error").inc()
+            return
+        except Exception:  # a bug must not take the operator (or other objects) down
+            logger.exception("reconcile %s %s/%s failed", kind, namespace, name)
+            self._back_off(schedule, generation)
+            ERRORS.labels(kind, "Exception").inc()
+            RECONCILES.labels(kind, "error").inc()
+            return
+        else:
+            schedule.failures = 0
+            schedule.failed_generation = None
+            RECONCILES.labels(kind, "success").inc()
+        finally:
+            RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - started)
+
+        new_status = {**status_before, **outcome.status, "observedGeneration": generation}
+        if new_status != status_before:
+            patch = {"status": {**outcome.status, "observedGeneration": generation}}
+            try:
+                client.patch(kind=kind, namespace=namespace, name=name, patch=patch, subresource="status")
+            except kube.NotFound:
+                return
+        for event in outcome.events:
+            emit_event(client, obj, event)
+        ready = conditions.is_true(new_status.get("conditions"), conditions.READY)
+        OBJECT_READY.labels(kind, namespace, name).set(1 if ready else 0)
+        if outcome.requeue_after is not None and schedule.failures == 0:
+            self.mark_due(uid, delay=outcome.requeue_after)
+        if new_status.get("conditions") != status_before.get("conditions"):
+            asyncio.run_coroutine_threadsafe(self.poke_dependents(kind, namespace), self._loop)
+
+    def _back_off(self, schedule: _Schedule, generation: int | None) -> None:
+        schedule.failures += 1
+        schedule.failed_generation = generation
+        settings = self.ctx.settings
+        delay = min(
+            settings.backoff_max_seconds, settings.backoff_base_seconds * 2 ** (schedule.failures - 1)
+        )
+        schedule.due = time.monotonic() + delay * random.uniform(0.8, 1.2)
+
+    def _stalled_outcome(self, obj: dict[str, Any], stall: Stalled) -> Outcome:
+        generation = obj["metadata"].get("generation")
+        stamp = now()
+        current = (obj.get("status") or {}).get("conditions")
+        updated = conditions.set_condition(
+            current,
+            type_=conditions.STALLED,
+            status=True,
+            reason=stall.reason,
+            message=stall.message,
+            generation=generation,
+            now=stamp,
+        )
+        updated = conditions.set_condition(
+            updated,
+            type_=conditions.READY,
+            status=False,
+            reason=stall.reason,
+            message=stall.message,
+            generation=generation,
+            now=stamp,
+        )
+        updated = conditions.remove(updated, conditions.RECONCILING)
+        previous = conditions.find(current, conditions.STALLED)
+        already_reported = (
+            previous is not None
+            and previous.get("status") == "True"
+            and previous.get("reason") == stall.reason
+            and previous.get("message") == stall.message
+        )
+        events = [] if already_reported else [Event(stall.reason, stall.message, "Warning")]
+        return Outcome(
+            status={"conditions": updated, "phase": "Stalled", **stall.extra_status}, events=events
+        )
+
+    _loop: asyncio.AbstractEventLoop
+
+    def start(self) -> None:
+        """Start the due-queue loop on the running event loop (from kopf's startup handler)."""
+        self._loop = asyncio.get_running_loop()
+        task = self._loop.create_task(self.run_due_forever())
+        self._tasks.add(task)
+
+
+def progress_conditions(
+    obj: dict[str, Any],
+    *,
+    ready: bool,
+    reason: str,
+    message: str,
+    reconciling: bool,
+    extra: tuple[tuple[str, bool | str, str, str], ...] = (),
+) -> conditions.Conditions:
+    """Ready with its reason, Reconciling while work is under way, Stalled cleared, and extras.
+
+    extra: (type, status, reason, message) of kind-specific conditions such as Validated.
+    """
+    generation = obj["metadata"].get("generation")
+    stamp = now()
+    updated = conditions.remove((obj.get("status") or {}).get("conditions"), conditions.STALLED)
+    updated = conditions.set_condition(
+        updated,
+        type_=conditions.READY,
+        status=ready,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=stamp,
+    )
+    if reconciling:
+        updated = conditions.set_condition(
+            updated,
+            type_=conditions.RECONCILING,
+            status=True,
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=stamp,
+        )
+    else:
+        updated = conditions.remove(updated, conditions.RECONCILING)
+    for type_, status, extra_reason, extra_message in extra:
+        updated = conditions.set_condition(
+            updated,
+            type_=type_,
+            status=status,
+            reason=extra_reason,
+            message=extra_message,
+            generation=generation,
+            now=stamp,
+        )
+    return updated
