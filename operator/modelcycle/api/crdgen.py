@@ -199,9 +199,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.check:
         if not args.out.is_dir():
-            raise errors.UserError(
-                f"{args.out} does not exist; run `modelcycle crds generate` in the repo root"
-            )
+            what = "is not a directory" if args.out.exists() else "does not exist"
+            raise errors.UserError(f"{args.out} {what}; run `modelcycle crds generate` in the repo root")
         stale = stale_files(out_dir=args.out)
         for name, diff in stale.items():
             print(f"stale: {name}", file=sys.stderr)
@@ -211,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"crds up to date ({len(kinds.ALL)} kinds)")
         return 0
-    written = write(out_dir=args.out)
+    try:
+        written = write(out_dir=args.out)
+    except OSError as exc:
+        # A bad --out (read-only, a file, a missing parent under /proc) is the user's to fix.
+        raise errors.UserError(f"cannot write CRDs to {args.out}: {exc.strerror or exc}") from exc
     print(f"wrote {len(written)} file(s) to {args.out}" if written else "crds already up to date")
     return 0

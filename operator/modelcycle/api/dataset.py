@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from modelcycle.api import common
 
@@ -47,6 +47,9 @@ class ConfigMapSource(common.KubeModel):
     """Key holding the file contents."""
 
 
+_ONE_SOURCE = "exactly one of builtin, url, s3, pvc, configMap must be set"
+
+
 class DatasetSource(common.KubeModel):
     """Where the data comes from. Exactly one field must be set."""
 
@@ -56,7 +59,7 @@ class DatasetSource(common.KubeModel):
                 {
                     "rule": "[has(self.builtin), has(self.url), has(self.s3), has(self.pvc), "
                     "has(self.configMap)].filter(x, x).size() == 1",
-                    "message": "exactly one of builtin, url, s3, pvc, configMap must be set",
+                    "message": _ONE_SOURCE,
                 }
             ]
         }
@@ -72,6 +75,15 @@ class DatasetSource(common.KubeModel):
     """A file on a PersistentVolumeClaim."""
     config_map: ConfigMapSource | None = None
     """A CSV file stored in a ConfigMap key."""
+
+    # The CEL rule above is what the API server enforces; this mirrors it for specs that reach
+    # the models some other way (tests/unit/test_api_models.py keeps the two in step).
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> DatasetSource:
+        chosen = [self.builtin, self.url, self.s3, self.pvc, self.config_map]
+        if sum(source is not None for source in chosen) != 1:
+            raise ValueError(_ONE_SOURCE)
+        return self
 
 
 class ColumnSchema(common.KubeModel):

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelcycle.api import common
+
+# The CEL rules below are what the API server enforces; the validators next to them mirror them for
+# specs that reach the models some other way (tests/unit/test_api_models.py keeps them in step).
+_CANARY_ONLY = "canary settings are only allowed with type Canary"
+_MIN_NOT_ABOVE_MAX = "minReplicas must not exceed maxReplicas"
+_VERSION = "version must be a positive integer or 'latest'"
 
 
 class Canary(common.KubeModel):
@@ -28,7 +34,7 @@ class Strategy(common.KubeModel):
                 # rule tests for it rather than reading it blindly.
                 {
                     "rule": "!has(self.canary) || (has(self.type) && self.type == 'Canary')",
-                    "message": "canary settings are only allowed with type Canary",
+                    "message": _CANARY_ONLY,
                 }
             ]
         }
@@ -38,6 +44,12 @@ class Strategy(common.KubeModel):
     """Rolling replaces pods one by one; Canary runs the new version beside the old one first."""
     canary: Canary | None = None
     """Canary settings (type Canary only)."""
+
+    @model_validator(mode="after")
+    def _canary_only_with_canary_type(self) -> Strategy:
+        if self.canary is not None and self.type != "Canary":
+            raise ValueError(_CANARY_ONLY)
+        return self
 
 
 class Autoscaling(common.KubeModel):
@@ -49,7 +61,7 @@ class Autoscaling(common.KubeModel):
                 # minReplicas is optional (1 when unset, never above maxReplicas >= 1).
                 {
                     "rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
-                    "message": "minReplicas must not exceed maxReplicas",
+                    "message": _MIN_NOT_ABOVE_MAX,
                 }
             ]
         }
@@ -61,6 +73,12 @@ class Autoscaling(common.KubeModel):
     """Most replicas."""
     target_cpu: int = Field(default=70, ge=1, le=100)
     """Target average CPU utilisation in percent. Defaults to 70."""
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(_MIN_NOT_ABOVE_MAX)
+        return self
 
 
 class Batching(common.KubeModel):
@@ -84,7 +102,7 @@ class ModelDeploymentSpec(common.KubeModel):
             "x-kubernetes-validations": [
                 {
                     "rule": "type(self) == int ? self >= 1 : self == 'latest'",
-                    "message": "version must be a positive integer or 'latest'",
+                    "message": _VERSION,
                 }
             ]
         },
@@ -104,6 +122,13 @@ class ModelDeploymentSpec(common.KubeModel):
     """Container image of the model server. Defaults to the operator's workload image."""
     progress_deadline_seconds: int = Field(default=300, ge=10, le=3600)
     """How long a new version's pods may take to become ready before the rollout is rolled back."""
+
+    @field_validator("version")
+    @classmethod
+    def _positive_or_latest(cls, version: int | str) -> int | str:
+        if (isinstance(version, int) and version >= 1) or version == "latest":
+            return version
+        raise ValueError(_VERSION)
 
 
 class RolloutRecord(common.KubeModel):
@@ -130,6 +155,9 @@ class ModelDeploymentStatus(common.CommonStatus):
     """Name of the served ModelVersion."""
     canary_version: int | None = None
     """The version under canary, while one runs."""
+    failed_version: int | None = None
+    """The version whose rollout was rolled back (see the Degraded condition). It is not tried again
+    until the spec changes or another version becomes the target."""
     replicas: int | None = None
     """Serving pods desired."""
     ready_replicas: int | None = None
