@@ -1,0 +1,208 @@
+"""`modelcycle local`: run the platform on this machine.
+
+Each subcommand is one entry in SUBCOMMANDS (help, configure, run); add one by adding an entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from modelcycle.local import controlplane as cp
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _configure_nothing(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def _not_yet(args: argparse.Namespace) -> int:
+    print(f"modelcycle local {args.local_command}: not yet: arrives with the local node (issue 7)")
+    return 1
+
+
+# --------------------------------------------------------------------------- local controlplane
+
+
+def _add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"where certificates, etcd data, kubeconfigs and logs live (default {cp.default_state_dir()})",
+    )
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir).expanduser().resolve() if args.state_dir else cp.default_state_dir()
+
+
+def _configure_controlplane(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="controlplane_action", metavar="ACTION", required=True)
+    up = actions.add_parser(
+        "up",
+        help="start etcd, kube-apiserver, kube-controller-manager and kube-scheduler on loopback",
+        description="Start the control plane; it keeps running after this command unless --foreground.",
+    )
+    _add_state_dir(up)
+    up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops everything")
+    up.add_argument("--bin-dir", type=Path, default=None, help="take the binaries from this directory first")
+    up.add_argument("--fresh", action="store_true", help="delete the previous data and certificates first")
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health (default 120)")
+    up.set_defaults(controlplane_run=_controlplane_up)
+
+    down = actions.add_parser("down", help="stop the control plane started by `up`")
+    _add_state_dir(down)
+    down.add_argument("--purge", action="store_true", help="also delete its data, certificates and logs")
+    down.set_defaults(controlplane_run=_controlplane_down)
+
+    status = actions.add_parser("status", help="show whether each component runs and is healthy")
+    _add_state_dir(status)
+    status.set_defaults(controlplane_run=_controlplane_status)
+
+
+def _run_controlplane(args: argparse.Namespace) -> int:
+    run: Callable[[argparse.Namespace], int] = args.controlplane_run
+    return run(args)
+
+
+def _print_ready(plane: cp.ControlPlane) -> None:
+    seconds = plane.startup_seconds or 0.0
+    print(f"control plane v{cp.K8S_VERSION} ready at {plane.server} in {seconds:.1f}s")
+    print(f"logs: {plane.layout.logs}")
+    print(f"kubeconfig: {plane.kubeconfig}")
+    print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
+
+
+def _controlplane_up(args: argparse.Namespace) -> int:
+    state_dir = _state_dir(args)
+    if args.fresh:
+        cp.purge_state(state_dir)
+    elif not args.foreground:
+        running = cp.read_state(state_dir)
+        if running is not None and all(p.is_running() for p in running.processes):
+            print(f"control plane v{running.version} already running at {running.server}")
+            print(f"kubeconfig: {running.kubeconfig}")
+            print(f"export KUBECONFIG={running.kubeconfig}")
+            return 0
+    plane = cp.ControlPlane(
+        state_dir=state_dir, bin_dir=args.bin_dir, detach=not args.foreground, start_timeout=args.timeout
+    )
+    plane.start()
+    _print_ready(plane)
+    if not args.foreground:
+        print(f"stop it with: modelcycle local controlplane down --state-dir {state_dir}")
+        return 0
+    return _stay_in_foreground(plane)
+
+
+def _stay_in_foreground(plane: cp.ControlPlane) -> int:
+    """Run until Ctrl-C or SIGTERM; a component that dies takes the rest down with it."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    # SIGINT too: a launcher started from a non-interactive shell inherits SIGINT ignored.
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            failed = plane.failed_components()
+            if failed:
+                print(f"{', '.join(failed)} exited; see {plane.layout.logs}; stopping the rest")
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("stopping the control plane")
+        return 0
+    finally:
+        plane.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _controlplane_down(args: argparse.Namespace) -> int:
+    state_dir = _state_dir(args)
+    state = cp.stop_detached(state_dir)
+    print("control plane stopped" if state else f"no control plane recorded in {state_dir}")
+    if args.purge:
+        cp.purge_state(state_dir)
+        print(f"deleted {state_dir}")
+    return 0
+
+
+def _controlplane_status(args: argparse.Namespace) -> int:
+    """Exit 0 when everything is up and healthy, 1 when degraded, 3 when not running."""
+    state_dir = _state_dir(args)
+    state = cp.read_state(state_dir)
+    if state is None:
+        print(f"not running (nothing recorded in {state_dir})")
+        return 3
+    statuses = cp.component_statuses(state)
+    mode = "detached" if state.detached else f"attached to pid {state.owner_pid}"
+    print(f"control plane v{state.version} at {state.server} ({mode})")
+    for s in statuses:
+        health = "healthy" if s.healthy else ("unhealthy" if s.running else "not running")
+        print(f"  {s.component:<24} pid {s.pid:<8} {health}")
+    print(f"export KUBECONFIG={state.kubeconfig}")
+    if all(s.healthy for s in statuses):
+        return 0
+    return 3 if not any(s.running for s in statuses) else 1
+
+
+# --------------------------------------------------------------------------- local node
+
+
+def _configure_node(parser: argparse.ArgumentParser) -> None:
+    from modelcycle.local import node  # on use: `modelcycle local --help` stays light
+
+    node.configure(parser)
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    from modelcycle.local import node
+
+    return node.run(args)
+
+
+# --------------------------------------------------------------------------- entry points
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "controlplane": Subcommand(
+        "run only the Kubernetes control plane (up, down, status)", _configure_controlplane, _run_controlplane
+    ),
+    "node": Subcommand(
+        "run the local node in the foreground: pods bound to it run as local processes",
+        _configure_node,
+        _run_node,
+    ),
+    "up": Subcommand(
+        "start the control plane, the local node and the operator", _configure_nothing, _not_yet
+    ),
+    "down": Subcommand("stop everything `local up` started", _configure_nothing, _not_yet),
+    "status": Subcommand("show what runs locally", _configure_nothing, _not_yet),
+    "demo": Subcommand("run the whole ML loop end to end on this machine", _configure_nothing, _not_yet),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="local_command", metavar="COMMAND", required=True)
+    for name, subcommand in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=subcommand.help, description=subcommand.help)
+        subcommand.configure(sub)
+        sub.set_defaults(local_run=subcommand.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    handler: Callable[[argparse.Namespace], int] = args.local_run
+    return handler(args)
