@@ -23,15 +23,6 @@ class Subcommand:
     run: Callable[[argparse.Namespace], int]
 
 
-def _configure_nothing(parser: argparse.ArgumentParser) -> None:
-    del parser
-
-
-def _not_yet(args: argparse.Namespace) -> int:
-    print(f"modelcycle local {args.local_command}: not yet: arrives with the local node (issue 7)")
-    return 1
-
-
 # --------------------------------------------------------------------------- local controlplane
 
 
@@ -175,6 +166,103 @@ def _run_node(args: argparse.Namespace) -> int:
     return node.run(args)
 
 
+# --------------------------------------------------------------------------- local up, down, status, demo
+# The work is in platform.py and demo.py; these only parse and print.
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help=f"where the platform keeps its state, logs and artifacts (default {cp.cache_dir() / 'local'})",
+    )
+
+
+def _configure_up(parser: argparse.ArgumentParser) -> None:
+    _add_root(parser)
+    parser.add_argument(
+        "--bin-dir", type=Path, default=None, help="take the Kubernetes binaries from here first"
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per component (default 120)")
+    parser.add_argument("--fresh", action="store_true", help="stop and delete a previous platform first")
+
+
+def _print_step(step: str, message: str, seconds: float) -> None:
+    print(f"  {step + ' ':.<18} {message} ({seconds:.1f}s)", flush=True)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from modelcycle.local import platform
+
+    if args.fresh:
+        platform.down(args.root, purge=True)
+    options = platform.PlatformOptions(bin_dir=args.bin_dir, timeout=args.timeout)
+    print("starting the local platform", flush=True)
+    started = platform.up(args.root, options, report=_print_step)
+    print(f"platform up in {started.timings['total']:.1f}s; logs in {started.layout.logs}")
+    print(f"namespace {started.options.namespace}; stop everything with `modelcycle local down`")
+    print(f"export KUBECONFIG={started.kubeconfig}", flush=True)
+    return 0
+
+
+def _configure_down(parser: argparse.ArgumentParser) -> None:
+    _add_root(parser)
+    parser.add_argument("--purge", action="store_true", help="also delete the state, logs and artifacts")
+
+
+def _down(args: argparse.Namespace) -> int:
+    from modelcycle.local import platform
+
+    recorded, pods = platform.down(args.root, purge=args.purge)
+    if not recorded:
+        print("nothing was running")
+    else:
+        print(f"stopped the operator, the local node ({pods} pod process(es)) and the control plane")
+    if args.purge:
+        print(f"deleted {platform.PlatformLayout(args.root or platform.default_root()).root}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Exit 0 when everything runs and is healthy, 1 when degraded, 3 when nothing runs."""
+    from modelcycle.local import platform
+
+    state, reports = platform.status(args.root)
+    for r in reports:
+        health = "healthy" if r.healthy else ("UNHEALTHY" if r.running else "not running")
+        pids = ",".join(str(p) for p in r.pids) or "-"
+        print(f"  {r.component:<14} {health:<12} pid {pids:<28} {r.detail}")
+    if any(r.running for r in reports):
+        print(f"  memory (RSS)   {platform.format_memory(platform.status_memory(args.root))}")
+    if state is not None:
+        print(f"export KUBECONFIG={state.kubeconfig}")
+    if all(r.healthy for r in reports):
+        return 0
+    return 3 if not any(r.running for r in reports) else 1
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    _add_root(parser)
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds each step may take (default 300)"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the objects of a previous demo run instead of starting afresh",
+    )
+    parser.add_argument(
+        "--examples", type=Path, default=None, help="example directory (default examples/iris)"
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from modelcycle.local import demo
+
+    return demo.run(args)
+
+
 # --------------------------------------------------------------------------- entry points
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -186,12 +274,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _configure_node,
         _run_node,
     ),
-    "up": Subcommand(
-        "start the control plane, the local node and the operator", _configure_nothing, _not_yet
-    ),
-    "down": Subcommand("stop everything `local up` started", _configure_nothing, _not_yet),
-    "status": Subcommand("show what runs locally", _configure_nothing, _not_yet),
-    "demo": Subcommand("run the whole ML loop end to end on this machine", _configure_nothing, _not_yet),
+    "up": Subcommand("start the control plane, the local node and the operator", _configure_up, _up),
+    "down": Subcommand("stop everything `local up` started", _configure_down, _down),
+    "status": Subcommand("show what runs locally", _add_root, _status),
+    "demo": Subcommand("run the whole ML loop end to end on this machine", _configure_demo, _demo),
 }
 
 
