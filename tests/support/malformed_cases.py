@@ -54,11 +54,15 @@ class ValidCase(NamedTuple):
 
 
 def load_examples(examples_dir: Path = EXAMPLES_DIR) -> list[Example]:
-    """Every manifest under examples/, in a stable order."""
+    """Every ModelCycle manifest under examples/, in a stable order (GitOps tool objects excluded)."""
     found: list[Example] = []
     for path in sorted(examples_dir.rglob("*.yaml")):
         stem = path.relative_to(examples_dir).with_suffix("").as_posix()
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        documents = [
+            d
+            for d in yaml.safe_load_all(path.read_text())
+            if d is not None and str(d.get("apiVersion", "")).startswith("modelcycle.io/")
+        ]
         for index, document in enumerate(documents):
             ident = stem if len(documents) == 1 else f"{stem}[{index}]"
             found.append(Example(ident, document["kind"], document))

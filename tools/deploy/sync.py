@@ -5,13 +5,12 @@
 
 What is derived, and from what:
 
-| file(s)                                              | source                                       |
-|------------------------------------------------------|----------------------------------------------|
-| charts/modelcycle/crds/*.yaml                        | crds/*.yaml (`modelcycle crds generate`)     |
-| charts/modelcycle/files/operator-rbac.yaml           | `modelcycle operator --print-rbac`           |
-| manifests/base/modelcycle.yaml                       | `helm template` of the chart, default values |
-| manifests/overlays/single-namespace/*                | the chart with watchNamespaces=[the release namespace], as a patch of the base |
-| examples/gitops/argocd-cm-health.yaml                | tools/argocd-health/modelcycle.lua           |
+- charts/modelcycle/crds/*.yaml: copies of crds/*.yaml (`modelcycle crds generate`);
+- charts/modelcycle/files/operator-rbac.yaml: `modelcycle operator --print-rbac`, split by scope;
+- manifests/base/modelcycle.yaml: `helm template` of the chart with default values;
+- manifests/overlays/single-namespace/*: the chart with watchNamespaces=[modelcycle-system],
+  expressed as kustomize patches of the base;
+- examples/gitops/argocd-cm-health.yaml: tools/argocd-health/modelcycle.lua in an argocd-cm patch.
 
 The unit tests (tests/unit/test_chart_sync.py) call `stale()` so a pull request that changes a
 source without regenerating fails with the diff.
@@ -134,7 +133,8 @@ def print_rbac() -> list[dict[str, Any]]:
     command = [sys.executable, "-m", "modelcycle", "operator", "--print-rbac"]
     result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
     if result.returncode != 0:
-        raise Unavailable(f"`modelcycle operator --print-rbac` failed: {result.stderr.strip()[-500:]}")
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise Unavailable(f"`modelcycle operator --print-rbac` failed: {last}")
     documents = [d for d in yaml.safe_load_all(result.stdout) if d]
     roles = [d for d in documents if d.get("kind") == "ClusterRole"]
     if len(roles) != 1:
@@ -191,7 +191,11 @@ def json_patch(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
                 ops += json_patch(old[key], value, f"{path}/{_escape(key)}")
         return ops
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [op for index, (a, b) in enumerate(zip(old, new, strict=True)) for op in json_patch(a, b, f"{path}/{index}")]
+        return [
+            op
+            for index, (a, b) in enumerate(zip(old, new, strict=True))
+            for op in json_patch(a, b, f"{path}/{index}")
+        ]
     if old == new:
         return []
     return [{"op": "replace", "path": path, "value": new}]
@@ -235,7 +239,9 @@ def rbac_file() -> dict[Path, str]:
 
 
 def base_files() -> dict[Path, str]:
-    header = GENERATED.format(source=f"helm template {RELEASE} charts/modelcycle -n {NAMESPACE} --include-crds")
+    header = GENERATED.format(
+        source=f"helm template {RELEASE} charts/modelcycle -n {NAMESPACE} --include-crds"
+    )
     return {BASE / "modelcycle.yaml": header + helm_template()}
 
 
@@ -289,7 +295,8 @@ def argocd_snippet() -> dict[Path, str]:
         GENERATED.format(source="tools/argocd-health/modelcycle.lua").rstrip("\n"),
         "# Argo CD health checks for the five ModelCycle kinds (one Lua script, branching on the kind).",
         "# Merge into argocd-cm:",
-        "#   kubectl -n argocd patch configmap argocd-cm --type merge --patch-file examples/gitops/argocd-cm-health.yaml",
+        "#   kubectl -n argocd patch configmap argocd-cm --type merge \\",
+        "#     --patch-file examples/gitops/argocd-cm-health.yaml",
         "# (ConfigMap keys cannot hold `*`, so each kind has its own key; with the `resource.customizations`",
         "# block form, one entry `modelcycle.io/*` with `health.lua` does the same.)",
         "apiVersion: v1",
