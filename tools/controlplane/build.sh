@@ -17,8 +17,13 @@ ALL_BINARIES=("${K8S_BINARIES[@]}" etcd helm)
 
 if [[ "${1:-}" == "--print-dir" ]]; then echo "$BIN_DIR"; exit 0; fi
 
+# Bump when the flags a binary is built with change, so cached binaries are rebuilt.
+HELM_BUILD_REV=2   # 2: helm reports the Kubernetes version of its client-go to kubeVersion checks
 missing=()
 for b in "${ALL_BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing+=("$b"); done
+if [[ -x "$BIN_DIR/helm" && "$(cat "$BIN_DIR/.helm-build-rev" 2>/dev/null)" != "$HELM_BUILD_REV" ]]; then
+  missing+=(helm)
+fi
 if [[ ${#missing[@]} -eq 0 ]]; then echo "control-plane binaries present in $BIN_DIR"; exit 0; fi
 echo "building ${missing[*]} into $BIN_DIR (cold builds take a while on 2 cores)"
 
@@ -80,10 +85,18 @@ if needs helm; then
   [[ -f "$mod/go.mod" ]] || (cd "$mod" && go mod init modelcycle.local/helm >/dev/null 2>&1)
   echo "  go build helm"
   hv="helm.sh/helm/v3/internal/version"
-  (cd "$mod" && go get "helm.sh/helm/v3@v$HELM_VERSION" >/dev/null \
-    && go build -trimpath -ldflags "-s -w -X $hv.version=v$HELM_VERSION -X $hv.gitTreeState=clean" \
-         -o "$BIN_DIR/helm.tmp" helm.sh/helm/v3/cmd/helm)
+  (cd "$mod" && go get "helm.sh/helm/v3@v$HELM_VERSION" >/dev/null)
+  # As upstream's Makefile: helm's default capabilities are the Kubernetes version of its client-go
+  # (v0.<minor>.x is Kubernetes 1.<minor>), else charts' kubeVersion checks see 1.20.
+  client_go=$(cd "$mod" && go list -m -f '{{.Version}}' k8s.io/client-go)
+  kube_minor=$(echo "$client_go" | cut -d. -f2)
+  helm_ldflags="-s -w -X $hv.version=v$HELM_VERSION -X $hv.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
+  done
+  (cd "$mod" && go build -trimpath -ldflags "$helm_ldflags" -o "$BIN_DIR/helm.tmp" helm.sh/helm/v3/cmd/helm)
   mv "$BIN_DIR/helm.tmp" "$BIN_DIR/helm"
+  echo "$HELM_BUILD_REV" > "$BIN_DIR/.helm-build-rev"
 fi
 
 echo "built in $(( $(date +%s) - start ))s: $BIN_DIR"
