@@ -25,7 +25,8 @@ class DriftSettings(common.KubeModel):
 
 
 class PerformanceSettings(common.KubeModel):
-    """Live quality from feedback labels posted to the model server."""
+    """Live quality from feedback labels posted to the model server. A verdict needs at least
+    `drift.minSamples` labelled rows across the replicas."""
 
     metric: Literal["accuracy", "f1_macro", "rmse", "mae", "r2"]
     """Metric computed from predictions and feedback labels."""

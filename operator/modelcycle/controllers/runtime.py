@@ -86,6 +86,9 @@ class Settings:
     backoff_max_seconds: float = 120.0
     poll_seconds: float = 5.0
     """Requeue interval while a child is in progress (watch events usually come sooner)."""
+    stats_access: str = "proxy"
+    """How the ModelMonitor reaches serving pods: `proxy` (the API server's pod proxy; works in and
+    outside the cluster) or `direct` (HTTP to the pod IP; needs the operator inside the cluster)."""
 
 
 @dataclass
@@ -131,13 +134,23 @@ class Registration:
     reconcile: Reconcile
     dependents: tuple[str, ...] = ()
     """Kinds whose objects in the same namespace are reconciled when one of these changes."""
+    on_delete: Callable[[dict[str, Any]], None] | None = None
+    """Called with the object when it is deleted (e.g. to drop its metrics series)."""
 
 
 REGISTRY: dict[str, Registration] = {}
 
 
-def register(kind: kinds.Kind, reconcile: Reconcile, *, dependents: tuple[str, ...] = ()) -> None:
-    REGISTRY[kind.kind] = Registration(kind=kind, reconcile=reconcile, dependents=dependents)
+def register(
+    kind: kinds.Kind,
+    reconcile: Reconcile,
+    *,
+    dependents: tuple[str, ...] = (),
+    on_delete: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    REGISTRY[kind.kind] = Registration(
+        kind=kind, reconcile=reconcile, dependents=dependents, on_delete=on_delete
+    )
 
 
 def emit_event(client: kube.Client, obj: dict[str, Any], event: Event) -> None:
@@ -206,6 +219,12 @@ class Runner:
         self._locks.pop(uid, None)
         with contextlib.suppress(KeyError):  # never reported
             OBJECT_READY.remove(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        registration = REGISTRY.get(kind)
+        if registration is not None and registration.on_delete is not None:
+            try:
+                registration.on_delete(obj)
+            except Exception:  # cleanup must never take the watch down
+                logger.exception("on_delete of %s %s failed", kind, obj["metadata"].get("name"))
 
     async def on_object_event(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
         if event_type == "DELETED" or obj["metadata"].get("deletionTimestamp"):
@@ -231,6 +250,10 @@ class Runner:
         wanted = set(REGISTRY[kind].dependents) if kind in REGISTRY else set()
         for uid, (other_kind, other_ns, _) in list(self._known.items()):
             if other_kind in wanted and other_ns == namespace:
+                # What a dependent waits for (a missing reference, say) may just have appeared:
+                # try it now instead of at the end of its backoff.
+                schedule = self._schedule.setdefault(uid, _Schedule())
+                schedule.failures = 0
                 self.mark_due(uid)
 
     def mark_due(self, uid: str, *, delay: float = 0.0) -> None:
@@ -378,6 +401,12 @@ class Runner:
         self._loop = asyncio.get_running_loop()
         task = self._loop.create_task(self.run_due_forever())
         self._tasks.add(task)
+
+    def stop(self) -> None:
+        """Cancel the due-queue loop and pending reconciles (from kopf's cleanup handler); without
+        this, kopf waits 5 s for them as "hung" tasks on every shutdown."""
+        for task in list(self._tasks):
+            task.cancel()
 
 
 def progress_conditions(

@@ -1,0 +1,429 @@
+"""ModelMonitor against a real control plane, the real operator, and real model servers.
+
+The serving pods of the ModelDeployment are run here (support.serving.ServingPods): each pod's own
+`modelcycle serve` command, reading the model and its training profile from the test's artifact
+store, on its own address, reported Ready with that address as podIP. The operator reaches them
+the way it does in a cluster, through the API server's pod proxy; the proxy only dials
+non-loopback addresses, so on a host without one the operator runs with
+`--monitor-stats-access direct` and the pods get 127.0.0.x addresses.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelcycle.builders import meta, serving
+from modelcycle.controllers import kube
+from support import models
+from support.cluster import wait_for
+from support.operator import free_port
+from support.serving import (
+    ServingPods,
+    condition,
+    create_version,
+    infer,
+    serving_addresses,
+    validate_version,
+)
+
+pytestmark = pytest.mark.timeout(420)
+
+MODEL = "iris"
+SHIFTED_FEATURE = "sepal length (cm)"
+
+
+@dataclass
+class Served:
+    client: kube.Client
+    namespace: str
+    pods: ServingPods
+    model: models.ModelDir
+    operator: Any
+    metrics_port: int
+    mode: str
+
+    def addresses(self) -> list[str]:
+        return self.pods.addresses_of_ready_pods()
+
+
+def retraining_runs(client: kube.Client, namespace: str, monitor: str = "iris-mon") -> list[dict[str, Any]]:
+    runs = client.list(kind="TrainingRun", namespace=namespace, label_selector=f"{meta.MONITOR}={monitor}")
+    return sorted(runs, key=lambda r: r["metadata"]["creationTimestamp"])
+
+
+def monitor_status(client: kube.Client, namespace: str, name: str = "iris-mon") -> dict[str, Any]:
+    return dict(
+        (client.get_or_none(kind="ModelMonitor", namespace=namespace, name=name) or {}).get("status") or {}
+    )
+
+
+def monitor_condition(
+    client: kube.Client, namespace: str, type_: str, name: str = "iris-mon"
+) -> dict[str, Any]:
+    return condition(client.get_or_none(kind="ModelMonitor", namespace=namespace, name=name), type_)
+
+
+def create_monitor(
+    client: kube.Client, namespace: str, name: str = "iris-mon", **spec: Any
+) -> dict[str, Any]:
+    return client.create(
+        {
+            "apiVersion": "modelcycle.io/v1alpha1",
+            "kind": "ModelMonitor",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"deploymentRef": {"name": "iris"}, "intervalSeconds": 5, **spec},
+        }
+    )
+
+
+def send(served: Served, rows: np.ndarray) -> None:
+    """Split the rows over the ready replicas (each counts its share; the monitor adds them up)."""
+    addresses = served.addresses()
+    for address, part in zip(addresses, np.array_split(rows, len(addresses)), strict=True):
+        if len(part):
+            infer(address, MODEL, part.tolist())
+
+
+def shifted_rows(model: models.ModelDir, n: int, *, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = model.x[rng.integers(0, len(model.x), n)].copy()
+    rows[:, 0] += 2.0  # sepal length shifted far beyond the training range
+    return rows
+
+
+def drift_gauges(port: int, namespace: str, monitor: str = "iris-mon") -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if (
+            line.startswith("modelcycle_monitor_drift_score{")
+            and f'namespace="{namespace}"' in line
+            and f'monitor="{monitor}"' in line
+        ):
+            feature = line.split('feature="', 1)[1].split('"', 1)[0]
+            found[feature] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+@pytest.fixture
+def served(
+    request: pytest.FixtureRequest,
+    api_client: Any,
+    namespace: str,
+    operator_factory: Any,
+    kubelet: Any,
+    tmp_path: Path,
+) -> Iterator[Served]:
+    """Model iris v1 validated and served by real servers on two replicas (one if only one address).
+
+    Parametrize indirectly with "direct" to make the operator reach the pods by IP (127.0.0.x)."""
+    addresses, mode = serving_addresses(2, mode=getattr(request, "param", "auto"))
+    if not addresses:
+        pytest.skip("no address with port 8080 free to run a model server on")
+    metrics_port = free_port()
+    operator = operator_factory(
+        extra_args=["--metrics-port", str(metrics_port), "--monitor-stats-access", mode]
+    )
+    client = kube.Client(api_client)
+
+    model = models.iris_classifier(tmp_path / "model")
+    store = kubelet.store()
+    model_key = f"models/{namespace}/iris/v1"
+    (store / model_key).mkdir(parents=True)
+    shutil.copy(model.model_file, store / model_key / "model.skops")
+    shutil.copy(model.path / "metadata.json", store / model_key / "metadata.json")
+    (store / "profiles").mkdir(exist_ok=True)
+    shutil.copy(model.profile_path, store / "profiles" / f"{namespace}-iris.json")
+
+    # The run that produced v1 (its Dataset does not exist, so it and its clones never finish).
+    client.create(
+        {
+            "apiVersion": "modelcycle.io/v1alpha1",
+            "kind": "TrainingRun",
+            "metadata": {"name": "iris-run", "namespace": namespace},
+            "spec": {
+                "datasetRef": {"name": "iris-data"},
+                "model": {"name": MODEL},
+                "estimator": {
+                    "class": "sklearn.linear_model.LogisticRegression",
+                    "params": {"max_iter": 500},
+                },
+                "split": {"testFraction": 0.25, "seed": 3},
+            },
+        }
+    )
+    create_version(
+        client,
+        namespace,
+        model=MODEL,
+        version=1,
+        sha256=model.sha256,
+        uri=f"pvc://{model_key}/model.skops",
+        lineage={"trainingRun": "iris-run", "profileUri": f"pvc://profiles/{namespace}-iris.json"},
+    )
+    validate_version(kubelet, namespace, "iris-v1")
+    mdep = client.create(
+        {
+            "apiVersion": "modelcycle.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "iris", "namespace": namespace},
+            "spec": {"model": MODEL, "replicas": len(addresses)},
+        }
+    )
+    with ServingPods(
+        client,
+        kubelet,
+        namespace,
+        addresses=addresses,
+        selector=serving.pod_selector(mdep),
+        log_dir=tmp_path / "serving",
+    ) as pods:
+        wait_for(
+            lambda: (
+                condition(client.get(kind="ModelDeployment", namespace=namespace, name="iris"), "Ready").get(
+                    "status"
+                )
+                == "True"
+            ),
+            timeout=120,
+            what=f"ModelDeployment iris Ready (serving pods: {pods.failures or 'starting'})",
+        )
+        assert len(pods.addresses_of_ready_pods()) == len(addresses)
+        yield Served(client, namespace, pods, model, operator, metrics_port, mode)
+
+
+# --------------------------------------------------------------------------- drift → one retraining run
+
+
+def test_drift_across_replicas_creates_exactly_one_retraining_run_per_cooldown(served: Served) -> None:
+    client, namespace = served.client, served.namespace
+    replicas = len(served.addresses())
+    per_replica = 150
+    create_monitor(
+        client,
+        namespace,
+        drift={"method": "ks", "threshold": 0.05, "minSamples": per_replica * replicas},
+        retrain={
+            "enabled": True,
+            "cooldownSeconds": 3600,
+            "maxConcurrent": 3,
+            "datasetRef": {"name": "iris-fresh"},
+        },
+    )
+    # No traffic yet: monitoring, but no verdict.
+    wait_for(
+        lambda: monitor_condition(client, namespace, "DriftDetected").get("reason") == "InsufficientSamples",
+        timeout=60,
+        what="DriftDetected Unknown (InsufficientSamples)",
+    )
+    assert monitor_condition(client, namespace, "Ready")["status"] == "True"
+    assert retraining_runs(client, namespace) == []
+
+    # Shifted traffic, split over the replicas: only their sum reaches minSamples.
+    send(served, shifted_rows(served.model, per_replica * replicas))
+    drift = wait_for(
+        lambda: (
+            (found := monitor_condition(client, namespace, "DriftDetected")).get("status") == "True" and found
+        ),
+        timeout=60,
+        what="DriftDetected=True",
+    )
+    assert SHIFTED_FEATURE in drift["message"]
+    status = monitor_status(client, namespace)
+    assert status["windowSize"] == per_replica * replicas
+    assert status["servedVersion"] == 1
+    assert status["driftedFeatures"] == [SHIFTED_FEATURE]
+    by_name = {f["name"]: f for f in status["features"]}
+    assert by_name[SHIFTED_FEATURE]["drifted"] is True
+    assert by_name[SHIFTED_FEATURE]["pValue"] < 0.05
+    assert sum(f["drifted"] for f in status["features"]) == 1
+
+    # Exactly one retraining run: a clone of the source run on the fresh Dataset, no owner.
+    runs = wait_for(lambda: retraining_runs(client, namespace), timeout=30, what="a retraining run")
+    assert len(runs) == 1
+    run = runs[0]
+    source = client.get(kind="TrainingRun", namespace=namespace, name="iris-run")
+    assert run["spec"] == {**source["spec"], "datasetRef": {"name": "iris-fresh"}}
+    assert "ownerReferences" not in run["metadata"]
+    labels = run["metadata"]["labels"]
+    assert labels[meta.TRIGGER] == "drift"
+    assert labels[meta.SOURCE_RUN] == "iris-run"
+    assert labels[meta.MONITOR] == "iris-mon"
+    status = monitor_status(client, namespace)
+    assert status["retrainRuns"] == [run["metadata"]["name"]]
+    assert status["lastRetrainTime"]
+
+    # The drift score is exported per feature.
+    gauges = wait_for(lambda: drift_gauges(served.metrics_port, namespace), timeout=20, what="drift gauges")
+    assert gauges[SHIFTED_FEATURE] == pytest.approx(by_name[SHIFTED_FEATURE]["score"])
+
+    # Drift persists for several checks: still one run (cooldown).
+    checked = status["lastCheckTime"]
+    wait_for(
+        lambda: monitor_status(client, namespace).get("lastCheckTime", checked) > checked,
+        timeout=30,
+        what="another check",
+    )
+    time.sleep(6)
+    assert len(retraining_runs(client, namespace)) == 1
+    ready = monitor_condition(client, namespace, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "CoolingDown")
+
+    # A crash that also loses the monitor's status: the labelled run still holds the cooldown.
+    served.operator.kill()
+    client.patch(
+        kind="ModelMonitor",
+        namespace=namespace,
+        name="iris-mon",
+        subresource="status",
+        patch={"status": {"lastRetrainTime": None, "retrainRuns": None, "lastCheckTime": None}},
+    )
+    served.operator.start()
+    wait_for(
+        lambda: monitor_status(client, namespace).get("lastCheckTime"),
+        timeout=60,
+        what="a check after the restart",
+    )
+    time.sleep(6)
+    assert len(retraining_runs(client, namespace)) == 1
+    assert monitor_condition(client, namespace, "DriftDetected")["status"] == "True"
+
+    # Deleting the monitor keeps the run (a record) and removes the monitor's series.
+    client.delete(kind="ModelMonitor", namespace=namespace, name="iris-mon")
+    wait_for(lambda: drift_gauges(served.metrics_port, namespace) == {}, timeout=30, what="gauges removed")
+    assert len(retraining_runs(client, namespace)) == 1
+
+
+def test_retraining_never_exceeds_max_concurrent(served: Served) -> None:
+    client, namespace = served.client, served.namespace
+    cooldown = 6
+    create_monitor(
+        client,
+        namespace,
+        drift={"method": "psi", "threshold": 0.2, "minSamples": 100},
+        retrain={"enabled": True, "cooldownSeconds": cooldown, "maxConcurrent": 2},
+    )
+    send(served, shifted_rows(served.model, 200, seed=1))
+    wait_for(lambda: len(retraining_runs(client, namespace)) >= 2, timeout=90, what="two retraining runs")
+    # None of them can finish (their Dataset is missing): no third one however long drift lasts.
+    deadline = time.monotonic() + 3 * cooldown
+    while time.monotonic() < deadline:
+        assert len(retraining_runs(client, namespace)) <= 2
+        time.sleep(1)
+    runs = retraining_runs(client, namespace)
+    assert len(runs) == 2
+    created = [
+        datetime.datetime.fromisoformat(r["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+        for r in runs
+    ]
+    assert (created[1] - created[0]).total_seconds() >= cooldown - 1  # second-resolution timestamps
+    ready = monitor_condition(client, namespace, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "MaxConcurrent")
+    assert "2 run(s) still in progress" in ready["message"]
+
+
+def test_performance_drop_from_feedback_triggers_retraining(served: Served) -> None:
+    client, namespace = served.client, served.namespace
+    create_monitor(
+        client,
+        namespace,
+        drift={"minSamples": 50, "threshold": 0.001},
+        performance={"metric": "accuracy", "min": 0.8},
+        retrain={"enabled": True, "cooldownSeconds": 3600},
+    )
+    # In-distribution traffic (the training rows themselves, shuffled so that any replica's share
+    # is a fair sample too): no drift. And labels that disagree with every prediction.
+    send(served, np.random.default_rng(5).permutation(served.model.x))
+    for address in served.addresses():
+        body = {"predictions": [0] * 60, "labels": [1] * 60}
+        host = f"[{address}]" if ":" in address else address
+        request = urllib.request.Request(
+            f"http://{host}:8080/v2/models/{MODEL}/feedback",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+    degraded = wait_for(
+        lambda: (
+            (found := monitor_condition(client, namespace, "PerformanceDegraded")).get("status") == "True"
+            and found
+        ),
+        timeout=60,
+        what="PerformanceDegraded=True",
+    )
+    assert "accuracy" in degraded["message"]
+    assert monitor_condition(client, namespace, "DriftDetected")["status"] == "False"
+    assert monitor_status(client, namespace)["performance"]["accuracy"] == 0.0
+    runs = wait_for(lambda: retraining_runs(client, namespace), timeout=30, what="a retraining run")
+    assert [r["metadata"]["labels"][meta.TRIGGER] for r in runs] == ["performance"]
+
+
+@pytest.mark.parametrize("served", ["direct"], indirect=True)
+def test_direct_stats_access_reads_the_pods_by_ip(served: Served) -> None:
+    """`--monitor-stats-access direct`: HTTP to podIP:8080 instead of the pod proxy (for a node whose
+    pods have loopback addresses, which the API server's proxy refuses)."""
+    client, namespace = served.client, served.namespace
+    assert served.mode == "direct"
+    assert all(a.startswith("127.") for a in served.addresses())
+    create_monitor(client, namespace, drift={"method": "jsd", "threshold": 0.1, "minSamples": 100})
+    send(served, shifted_rows(served.model, 200, seed=2))
+    # (a check may fall between the two replicas' shares: wait for the one that sees both)
+    wait_for(
+        lambda: monitor_status(client, namespace).get("windowSize") == 200, timeout=60, what="200 rows seen"
+    )
+    drift = monitor_condition(client, namespace, "DriftDetected")
+    assert drift["status"] == "True"
+    assert SHIFTED_FEATURE in drift["message"]
+    assert retraining_runs(client, namespace) == []  # retrain not enabled
+
+
+# --------------------------------------------------------------------------- bad references
+
+
+def test_missing_deployment_stalls_and_recovers(api_client: Any, namespace: str, operator: Any) -> None:
+    client = kube.Client(api_client)
+    create_monitor(client, namespace)
+    stalled = wait_for(
+        lambda: (found := monitor_condition(client, namespace, "Stalled")).get("status") == "True" and found,
+        timeout=60,
+        what="Stalled",
+    )
+    assert stalled["reason"] == "DeploymentNotFound"
+    assert monitor_condition(client, namespace, "Ready")["status"] == "False"
+    events = client.list(kind="Event", namespace=namespace)
+    assert any(e["reason"] == "DeploymentNotFound" and e["type"] == "Warning" for e in events)
+
+    client.create(
+        {
+            "apiVersion": "modelcycle.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "iris", "namespace": namespace},
+            "spec": {"model": MODEL},
+        }
+    )
+    # Recovered (retried with backoff): no longer Stalled, waiting for the deployment to serve.
+    waiting = wait_for(
+        lambda: (
+            monitor_condition(client, namespace, "Stalled") == {}
+            and (found := monitor_condition(client, namespace, "Ready")).get("reason")
+            == "WaitingForDeployment"
+            and found
+        ),
+        timeout=60,
+        what="the monitor waiting for its deployment",
+    )
+    assert waiting["status"] == "False"
+    assert monitor_condition(client, namespace, "DriftDetected")["status"] == "Unknown"
