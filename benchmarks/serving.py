@@ -1,0 +1,588 @@
+"""Serving benchmark: `modelcycle serve` against MLServer and KServe on the same models (not a test).
+
+    ~/.cache/modelcycle/venv/bin/python benchmarks/serving.py [--duration 10] [--servers ours,mlserver,kserve]
+
+- Models: breast_cancer (30 features), a scaled logistic regression and a 50-tree random forest,
+  fitted once here. Ours loads the skops file (+ metadata.json); KServe a `kserve.Model` subclass
+  that loads the same skops file; MLServer's own sklearn runtime (`mlserver-sklearn`) loads the same
+  fitted estimator saved with joblib, the only format that runtime reads.
+- Peers live in their own virtualenvs under ~/.cache/modelcycle/bench/ (created on first run):
+  `mlserver==1.7.1 mlserver-sklearn==1.7.1 'uvloop<0.22'`, and `kserve`; both with this venv's
+  scikit-learn version. Every server runs with its defaults apart from ports.
+- Load: `wrk` (Debian package) with a Lua script for the POST body, one thread, 32 connections,
+  `--duration` seconds per cell after a 2 s warm-up, at most `--max-requests` per cell. Every
+  request asks for the `predict` output only, so every server does the same work. Cells: batch 1
+  and batch 64 rows per request.
+- Also: the HTTP floor (a bare handler returning constant JSON, on our transport and on uvicorn with
+  a raw ASGI app), in-process predict() calls/s, and our server's peak RSS (VmHWM).
+
+Results are printed as tables and written to ~/.cache/modelcycle/bench/serving-results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(os.environ.get("MODELCYCLE_BENCH", Path.home() / ".cache" / "modelcycle" / "bench"))
+HERE = Path(__file__).resolve().parent
+MODEL_NAME = "bc"
+MLSERVER_PACKAGES = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
+KSERVE_PACKAGES = ["kserve"]
+
+KSERVE_MODEL = '''
+"""KServe server for the benchmark: a kserve.Model subclass loading the skops file (predict output)."""
+import argparse
+import uuid
+
+import kserve
+import numpy as np
+import skops.io as sio
+from kserve import InferOutput, InferRequest, InferResponse
+
+
+class SkopsModel(kserve.Model):
+    def __init__(self, name, path):
+        super().__init__(name)
+        self.path = path
+        self.load()
+
+    def load(self):
+        self.model = sio.load(self.path, trusted=sio.get_untrusted_types(file=self.path))
+        self.ready = True
+        return self.ready
+
+    def predict(self, payload, headers=None):
+        if isinstance(payload, InferRequest):
+            x = payload.inputs[0].as_numpy()
+            result = np.asarray(self.model.predict(x))
+            output = InferOutput(
+                name="predict", shape=list(result.shape), datatype="INT64", data=result.tolist()
+            )
+            response_id = payload.id or str(uuid.uuid4())
+            return InferResponse(model_name=self.name, infer_outputs=[output], response_id=response_id)
+        return {"predictions": self.model.predict(np.asarray(payload["instances"])).tolist()}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
+    parser.add_argument("--model_path", required=True)
+    args, _ = parser.parse_known_args()
+    model = SkopsModel(args.model_name, args.model_path)
+    kserve.ModelServer().start([model])
+'''
+
+FLOOR_UVICORN = """
+import sys
+import uvicorn
+
+BODY = b'{"model_name":"bc","outputs":[{"name":"predict","datatype":"INT64","shape":[1],"data":[1]}]}'
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(BODY)).encode())]})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            log_level="warning", access_log=False)
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(cmd: list[str], **kwargs: Any) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kwargs)
+
+
+def ensure_venv(name: str, packages: list[str]) -> Path:
+    import sklearn
+
+    venv = BENCH / name
+    python = venv / "bin" / "python"
+    stamp = venv / ".bench-installed"
+    want = json.dumps([*packages, f"scikit-learn=={sklearn.__version__}", "skops"])
+    if not (stamp.exists() and stamp.read_text() == want):
+        if not python.exists():
+            run([sys.executable, "-m", "venv", str(venv)])
+        run(
+            [
+                str(venv / "bin" / "pip"),
+                "install",
+                "-q",
+                *packages,
+                f"scikit-learn=={sklearn.__version__}",
+                "skops",
+            ]
+        )
+        stamp.write_text(want)
+    return venv
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready ({url})")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(json.loads(response.read()))
+
+
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    with contextlib.suppress(OSError, ValueError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for child in children:
+            pids += process_tree(int(child))
+    return pids
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of a process, in MB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_models(directory: Path) -> dict[str, dict[str, Any]]:
+    import hashlib
+
+    import joblib
+    import skops.io as sio
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_breast_cancer()
+    estimators = {
+        "lr": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        "rf": RandomForestClassifier(n_estimators=50, random_state=0),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for key, estimator in estimators.items():
+        estimator.fit(data.data, data.target)
+        folder = directory / key
+        folder.mkdir(parents=True, exist_ok=True)
+        sio.dump(estimator, folder / "model.skops")
+        digest = hashlib.sha256((folder / "model.skops").read_bytes()).hexdigest()
+        metadata = {
+            "features": [{"name": str(f), "dtype": "float64", "kind": "numeric"} for f in data.feature_names],
+            "target": "target",
+            "task": "classification",
+            "classes": [0, 1],
+            "sha256": digest,
+        }
+        (folder / "metadata.json").write_text(json.dumps(metadata))
+        mlserver_dir = directory / f"mlserver-{key}"
+        mlserver_dir.mkdir(exist_ok=True)
+        joblib.dump(estimator, mlserver_dir / "model.joblib")
+        out[key] = {"dir": folder, "mlserver_dir": mlserver_dir, "estimator": estimator}
+    return out
+
+
+def request_body(rows: np.ndarray) -> dict[str, Any]:
+    return {
+        "inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.tolist()}],
+        "outputs": [{"name": "predict"}],
+    }
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    infer_path: str = f"/v2/models/{MODEL_NAME}/infer"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def spawn(cmd: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+    )
+
+
+@contextlib.contextmanager
+def start_server(kind: str, model: dict[str, Any], logs: Path) -> Iterator[Server]:
+    port = free_port()
+    log = logs / f"{kind}.log"
+    if kind == "ours":
+        cmd = [sys.executable, "-m", "modelcycle", "serve", "--model-dir", str(model["dir"])]
+        cmd += [
+            "--model-name",
+            MODEL_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+        ]
+        proc = spawn(cmd, log)
+        ready = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
+    elif kind == "mlserver":
+        venv = ensure_venv("mlserver", MLSERVER_PACKAGES)
+        folder = Path(model["mlserver_dir"])
+        settings = {
+            "http_port": port,
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+            "metrics_dir": str(folder / ".metrics"),
+        }
+        (folder / "settings.json").write_text(json.dumps(settings))
+        model_settings = {
+            "name": MODEL_NAME,
+            "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": "./model.joblib", "version": "1"},
+        }
+        (folder / "model-settings.json").write_text(json.dumps(model_settings))
+        proc = spawn([str(venv / "bin" / "mlserver"), "start", str(folder)], log, cwd=folder)
+        ready = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
+    elif kind == "kserve":
+        venv = ensure_venv("kserve", KSERVE_PACKAGES)
+        script = BENCH / "kserve_model.py"
+        script.write_text(KSERVE_MODEL)
+        cmd = [str(venv / "bin" / "python"), str(script), "--model_name", MODEL_NAME]
+        cmd += ["--model_path", str(Path(model["dir"]) / "model.skops")]
+        cmd += ["--http_port", str(port), "--grpc_port", str(free_port())]
+        proc = spawn(cmd, log)
+        ready = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
+    elif kind == "floor-ours":
+        proc = spawn([sys.executable, str(Path(__file__).resolve()), "--floor-server", str(port)], log)
+        ready = f"http://127.0.0.1:{port}/v2/health/ready"
+    elif kind == "floor-uvicorn":
+        script = BENCH / "floor_uvicorn.py"
+        script.write_text(FLOOR_UVICORN)
+        proc = spawn([sys.executable, str(script), str(port)], log)
+        ready = f"http://127.0.0.1:{port}/"
+    else:
+        raise ValueError(kind)
+    server = Server(kind, proc, port)
+    try:
+        wait_ready(ready, proc)
+        yield server
+    finally:
+        server.stop()
+
+
+def floor_server(port: int) -> None:
+    """A bare handler on our HTTP transport: constant JSON, no protocol work."""
+    import asyncio
+
+    import uvloop
+
+    from modelcycle.workloads.serve_http import HttpServer
+
+    @dataclass
+    class Constant:
+        status: int = 200
+        body: bytes = (
+            b'{"model_name":"bc","outputs":[{"name":"predict","datatype":"INT64","shape":[1],"data":[1]}]}'
+        )
+        content_type: str = "application/json"
+        headers: dict[str, str] = field(default_factory=dict)
+
+    response = Constant()
+
+    async def main() -> None:
+        server = HttpServer(lambda *_: response)
+        await server.start("127.0.0.1", port)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class Cell:
+    server: str
+    model: str
+    batch: int
+    requests: int = 0
+    seconds: float = 0.0
+    rps: float = 0.0
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    errors: int = 0
+    note: str = ""
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}[unit]
+
+
+def lua_script(body: dict[str, Any], max_requests: int) -> str:
+    payload = json.dumps(body, separators=(",", ":"))
+    return (
+        'wrk.method = "POST"\n'
+        f"wrk.body = [==[{payload}]==]\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        "local count = 0\n"
+        f"local limit = {max_requests}\n"
+        "response = function(status, headers, body)\n"
+        "  count = count + 1\n"
+        "  if count >= limit then wrk.thread:stop() end\n"
+        "end\n"
+    )
+
+
+def drive(
+    server: Server, body: dict[str, Any], *, duration: float, connections: int, max_requests: int, cell: Cell
+) -> Cell:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(lua_script(body, max_requests))
+        script = fh.name
+    url = server.url + server.infer_path
+    base = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", script]
+    subprocess.run([*base, "-d2s", url], check=True, capture_output=True)  # warm-up
+    started = time.monotonic()
+    out = subprocess.run([*base, f"-d{duration:g}s", url], check=True, capture_output=True, text=True).stdout
+    cell.seconds = time.monotonic() - started
+    os.unlink(script)
+    if m := re.search(r"(\d+) requests in ([\d.]+)(\w+)", out):
+        cell.requests = int(m.group(1))
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        cell.rps = float(m.group(1))
+    if m := re.search(r"^\s+50%\s+(\S+)", out, re.M):
+        cell.p50_ms = _ms(m.group(1))
+    if m := re.search(r"^\s+99%\s+(\S+)", out, re.M):
+        cell.p99_ms = _ms(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        cell.errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        cell.errors += sum(int(g) for g in m.groups())
+    return cell
+
+
+def check_predictions(server: Server, model: dict[str, Any], rows: np.ndarray) -> None:
+    """Every server must answer correctly before it is timed."""
+    answer = post_json(server.url + server.infer_path, request_body(rows))
+    output = next(o for o in answer["outputs"] if o["name"] == "predict")
+    got = np.asarray(output["data"]).reshape(-1)
+    expected = model["estimator"].predict(rows)
+    if not np.array_equal(got.astype(np.int64), expected):
+        raise AssertionError(f"{server.name} predicted {got[:10]} instead of {expected[:10]}")
+
+
+def in_process(model: dict[str, Any], rows: np.ndarray) -> dict[str, float]:
+    from modelcycle.workloads import serve_model
+
+    served = serve_model.load_model_dir(Path(model["dir"]), name=MODEL_NAME, version="1")
+    out: dict[str, float] = {}
+    for label, fn in (
+        ("sklearn", lambda x: model["estimator"].predict(x)),
+        ("ours", lambda x: served.predict(x, proba=False)),
+    ):
+        for batch in (1, 64):
+            x = rows[:batch]
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.5:
+                fn(x)
+                calls += 1
+            out[f"{label}_b{batch}_calls_per_s"] = calls / (time.perf_counter() - started)
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return "-" if value != value else f"{value:,.{digits}f}"
+
+
+def print_tables(cells: list[Cell]) -> None:
+    groups: dict[tuple[str, int], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.model, c.batch), []).append(c)
+    for (model, batch), group in groups.items():
+        ref = next((c for c in group if c.server == "mlserver" and c.rps > 0), None)
+        print(f"\n### {model}, batch {batch}, 32 connections")
+        print("| server | req/s | rows/s | p50 ms | p99 ms | errors | req/s vs MLServer | p99 vs MLServer |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for c in group:
+            ratio = c.rps / ref.rps if ref else float("nan")
+            p99 = c.p99_ms / ref.p99_ms if ref else float("nan")
+            print(
+                f"| {c.server} | {fmt(c.rps, 0)} | {fmt(c.rps * batch, 0)} | {fmt(c.p50_ms, 2)} | "
+                f"{fmt(c.p99_ms, 2)} | {c.errors} | {fmt(ratio, 2)}x | {fmt(p99, 2)}x |"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per cell (default 10)")
+    parser.add_argument("--max-requests", type=int, default=2_000_000, help="request cap per cell")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--servers", default="ours,mlserver,kserve")
+    parser.add_argument("--models", default="lr,rf")
+    parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--no-floor", action="store_true", help="skip the HTTP floor cells")
+    parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.floor_server:
+        floor_server(args.floor_server)
+        return 0
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    BENCH.mkdir(parents=True, exist_ok=True)
+    logs = BENCH / "logs"
+    logs.mkdir(exist_ok=True)
+    models = build_models(BENCH / "models")
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer().data
+    servers = args.servers.split(",")
+    batches = [int(b) for b in args.batches.split(",")]
+    cells: list[Cell] = []
+    extra: dict[str, Any] = {"peakRssMB": {}, "inProcess": {}, "failures": {}}
+    for key in args.models.split(","):
+        model = models[key]
+        extra["inProcess"][key] = in_process(model, data)
+        for kind in servers:
+            try:
+                with start_server(kind, model, logs) as server:
+                    check_predictions(server, model, data[:64])
+                    for batch in batches:
+                        cell = Cell(kind, key, batch)
+                        drive(
+                            server,
+                            request_body(data[:batch]),
+                            duration=args.duration,
+                            connections=args.connections,
+                            max_requests=args.max_requests,
+                            cell=cell,
+                        )
+                        cells.append(cell)
+                        print(
+                            f"{kind:10s} {key} b{batch}: {cell.rps:,.0f} req/s p99 {cell.p99_ms:.2f} ms",
+                            flush=True,
+                        )
+                    rss = sum(peak_rss_mb(p) for p in process_tree(server.proc.pid))
+                    extra["peakRssMB"][f"{kind}-{key}"] = rss
+            except Exception as exc:
+                extra["failures"][f"{kind}-{key}"] = f"{type(exc).__name__}: {exc}"
+                print(
+                    f"{kind} {key}: FAILED {exc} (log: {logs / (kind + '.log')})", file=sys.stderr, flush=True
+                )
+    if not args.no_floor:
+        for kind in ("floor-ours", "floor-uvicorn"):
+            with start_server(kind, {}, logs) as server:
+                cell = Cell(kind, "none", 1)
+                drive(
+                    server,
+                    request_body(data[:1]),
+                    duration=args.duration,
+                    connections=args.connections,
+                    max_requests=args.max_requests,
+                    cell=cell,
+                )
+                cells.append(cell)
+                print(f"{kind:10s}: {cell.rps:,.0f} req/s p99 {cell.p99_ms:.2f} ms", flush=True)
+    print_tables(cells)
+    print("\n### in-process predict() calls/s")
+    for key, values in extra["inProcess"].items():
+        print(f"- {key}: " + ", ".join(f"{k} {v:,.0f}" for k, v in values.items()))
+    print("\n### peak RSS (VmHWM, MB, server process tree)")
+    for key, value in extra["peakRssMB"].items():
+        print(f"- {key}: {value:.0f}")
+    if extra["failures"]:
+        print("\n### failures")
+        for key, value in extra["failures"].items():
+            print(f"- {key}: {value}")
+    load = os.getloadavg()
+    print(
+        f"\nmachine: {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end"
+    )
+    results = {
+        "cells": [asdict(c) for c in cells],
+        **extra,
+        "duration": args.duration,
+        "cpus": os.cpu_count(),
+        "loadAverage": load,
+    }
+    (BENCH / "serving-results.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
