@@ -293,16 +293,6 @@ def test_controlplane_status_without_a_control_plane_says_not_running(
     assert "not running" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("subcommand", ["up", "down", "status", "demo"])
-def test_local_commands_of_the_local_node_say_they_are_not_there_yet(
-    subcommand: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = cli_main(["local", subcommand])
-
-    assert code == 1
-    assert "issue 7" in capsys.readouterr().out
-
-
 def test_controlplane_up_without_binaries_fails_with_a_one_line_hint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -164,7 +164,7 @@ def build_registry(runner: runtime.Runner, *, priority: int) -> kopf.OperatorReg
 
     @kopf.on.probe(id="reconciles", registry=registry)
     def reconciles_probe(**_: Any) -> float:
-        return sum(sample.value for sample in runtime.RECONCILES.collect()[0].samples)
+        return sum(sample.value for metric in runtime.RECONCILES.collect() for sample in metric.samples)
 
     for kind in kinds.ALL:
 
@@ -182,8 +182,8 @@ def build_registry(runner: runtime.Runner, *, priority: int) -> kopf.OperatorReg
 
     for group, version, plural in CHILD_KINDS:
 
-        async def on_child(event: dict[str, Any], **_: Any) -> None:
-            await runner.on_child_event(event.get("object") or {})
+        async def on_child(event: kopf.RawEvent, **_: Any) -> None:
+            await runner.on_child_event(dict(event["object"]) if event.get("object") else {})
 
         kopf.on.event(
             group,
