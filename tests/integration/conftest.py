@@ -15,3 +15,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.integration)
+
+
+# --------------------------------------------------------------------------- the operator under test
+# `operator` / `operator_factory`: the operator as a subprocess (killable, restartable; its log is
+# added to a failed test's report). `kubelet`: runs a Job's pod locally and reports its status.
+# `objects`: the ModelCycle objects of a fresh namespace enforcing Pod Security `restricted`.
+from support.kubelet import kubelet  # noqa: E402, F401
+from support.lifecycle import objects  # noqa: E402, F401
+from support.operator import (  # noqa: E402, F401
+    operator,
+    operator_factory,
+    pytest_runtest_makereport,
+    service_account_kubeconfig_factory,
+)
