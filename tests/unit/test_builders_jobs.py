@@ -215,6 +215,17 @@ def test_training_job_args_carry_the_snapshot_and_its_annotations_record_it() ->
     assert annotations[jobs.PROFILE_URI] == SNAPSHOT["profileUri"]
 
 
+def test_a_recreated_run_of_the_same_name_trains_into_its_own_directory() -> None:
+    def run_dir_name(uid: str) -> str:
+        recreated = run()
+        recreated["metadata"]["uid"] = uid
+        job = jobs.training_job(recreated, snapshot=SNAPSHOT, settings=SETTINGS)
+        return str(parse(train_workload.configure, container(job)["args"][1:]).name)
+
+    assert run_dir_name("aaaaaaaa-1111") != run_dir_name("bbbbbbbb-2222")
+    assert run_dir_name("aaaaaaaa-1111") == run_dir_name("aaaaaaaa-1111")
+
+
 def test_training_job_takes_image_resources_retries_and_deadline_from_the_run() -> None:
     resources = {"requests": {"cpu": "2"}, "limits": {"memory": "4Gi"}}
     job = jobs.training_job(

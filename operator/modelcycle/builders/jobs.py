@@ -239,6 +239,10 @@ def training_job(
         snapshot["uri"],
         "--dataset-sha256",
         snapshot["sha256"],
+        # The uid keeps a re-created run of the same name from overwriting the artifact that an
+        # earlier run's (surviving) ModelVersion points at.
+        "--name",
+        meta.child_name(run["metadata"]["name"], run["metadata"]["uid"][:8]),
     ]
     annotations = {DATASET_SHA256: snapshot["sha256"], DATASET_URI: snapshot["uri"]}
     if snapshot.get("profileUri"):
