@@ -150,7 +150,7 @@ def test_the_runtime_condition_writers_are_classified() -> None:
     ready = runtime.progress_conditions(obj, ready=True, reason="Ready", message="m", reconciling=False)
     obj["status"] = dataset.DatasetStatus(observed_generation=2, conditions=ready).to_json_dict()
     assert health(obj)[0] == "Healthy"
-    outcome = runtime.Runner._stalled_outcome(None, obj, runtime.Stalled("SourceUnreachable", "cannot fetch"))  # type: ignore[arg-type]
+    outcome = runtime.stalled_outcome(obj, reason="SourceUnreachable", message="cannot fetch")
     obj["status"] = dataset.DatasetStatus.model_validate(
         {"observedGeneration": 2, **outcome.status}
     ).to_json_dict()

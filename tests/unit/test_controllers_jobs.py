@@ -240,13 +240,13 @@ def test_a_failed_job_without_a_json_message_reports_the_log_tail_or_the_jobs_re
 
 def test_stalled_outcome_announces_once() -> None:
     obj = {"metadata": {"generation": 2}, "status": {}}
-    first = workload.stalled_outcome(
+    first = runtime.stalled_outcome(
         obj, reason="Bad", message="m", extra=((conditions.VALIDATED, False, "Bad", "m"),)
     )
     assert [e.type for e in first.events] == ["Warning"]
     types = {c["type"]: c["status"] for c in first.status["conditions"]}
     assert types == {"Stalled": "True", "Ready": "False", "Validated": "False"}
-    again = workload.stalled_outcome({**obj, "status": first.status}, reason="Bad", message="m")
+    again = runtime.stalled_outcome({**obj, "status": first.status}, reason="Bad", message="m")
     assert again.events == []
 
 

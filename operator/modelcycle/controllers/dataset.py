@@ -178,7 +178,7 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
                 message += f" (and {count - 5} more in status.violations)"
         else:
             message = f"data Job {name} failed: {done.message}"
-        outcome = workload.stalled_outcome(
+        outcome = runtime.stalled_outcome(
             dataset,
             reason=done.reason,
             message=message,
@@ -191,7 +191,7 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         return outcome
 
     if not done.result.get("ok") or not done.result.get("sha256"):
-        outcome = workload.stalled_outcome(
+        outcome = runtime.stalled_outcome(
             dataset,
             reason="ResultMissing",
             message=f"data Job {name} succeeded but reported no snapshot; delete the Job to run it again",

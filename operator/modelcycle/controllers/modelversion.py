@@ -161,7 +161,7 @@ def reconcile(version: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         if workload.is_transient(done):
             workload.delete_job_to_retry(client, job, done)
         message = f"validation Job {job_name} failed: {done.reason}: {done.message}"
-        outcome = workload.stalled_outcome(
+        outcome = runtime.stalled_outcome(
             version,
             reason=done.reason,
             message=message,
@@ -175,7 +175,7 @@ def reconcile(version: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
 
     result = done.result
     if not result.get("ok") or not isinstance(result.get("validated"), bool):
-        return workload.stalled_outcome(
+        return runtime.stalled_outcome(
             version,
             reason="ResultMissing",
             message=f"validation Job {job_name} succeeded but reported no verdict; "

@@ -359,40 +359,9 @@ class Runner:
         )
         schedule.due = time.monotonic() + delay * random.uniform(0.8, 1.2)
 
-    def _stalled_outcome(self, obj: dict[str, Any], stall: Stalled) -> Outcome:
-        generation = obj["metadata"].get("generation")
-        stamp = now()
-        current = (obj.get("status") or {}).get("conditions")
-        updated = conditions.set_condition(
-            current,
-            type_=conditions.STALLED,
-            status=True,
-            reason=stall.reason,
-            message=stall.message,
-            generation=generation,
-            now=stamp,
-        )
-        updated = conditions.set_condition(
-            updated,
-            type_=conditions.READY,
-            status=False,
-            reason=stall.reason,
-            message=stall.message,
-            generation=generation,
-            now=stamp,
-        )
-        updated = conditions.remove(updated, conditions.RECONCILING)
-        previous = conditions.find(current, conditions.STALLED)
-        already_reported = (
-            previous is not None
-            and previous.get("status") == "True"
-            and previous.get("reason") == stall.reason
-            and previous.get("message") == stall.message
-        )
-        events = [] if already_reported else [Event(stall.reason, stall.message, "Warning")]
-        return Outcome(
-            status={"conditions": updated, "phase": "Stalled", **stall.extra_status}, events=events
-        )
+    @staticmethod
+    def _stalled_outcome(obj: dict[str, Any], stall: Stalled) -> Outcome:
+        return stalled_outcome(obj, reason=stall.reason, message=stall.message, status=stall.extra_status)
 
     _loop: asyncio.AbstractEventLoop
 
@@ -407,6 +376,64 @@ class Runner:
         this, kopf waits 5 s for them as "hung" tasks on every shutdown."""
         for task in list(self._tasks):
             task.cancel()
+
+
+def stalled_outcome(
+    obj: dict[str, Any],
+    *,
+    reason: str,
+    message: str,
+    status: dict[str, Any] | None = None,
+    extra: tuple[tuple[str, bool | str, str, str], ...] = (),
+    phase: str = "Stalled",
+    event_reason: str | None = None,
+) -> Outcome:
+    """Stalled=True, Ready=False (with extra conditions); the Warning Event only on a new verdict.
+
+    Returned directly by a reconcile for a verdict that stands until the spec changes (a failed
+    Job); the Runner uses it too for a raised `Stalled`, which it also retries with backoff.
+    """
+    generation = obj["metadata"].get("generation")
+    stamp = now()
+    current = (obj.get("status") or {}).get("conditions")
+    updated = conditions.set_condition(
+        current,
+        type_=conditions.STALLED,
+        status=True,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=stamp,
+    )
+    updated = conditions.set_condition(
+        updated,
+        type_=conditions.READY,
+        status=False,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=stamp,
+    )
+    updated = conditions.remove(updated, conditions.RECONCILING)
+    for type_, value, extra_reason, extra_message in extra:
+        updated = conditions.set_condition(
+            updated,
+            type_=type_,
+            status=value,
+            reason=extra_reason,
+            message=extra_message,
+            generation=generation,
+            now=stamp,
+        )
+    previous = conditions.find(current, conditions.STALLED)
+    already_reported = (
+        previous is not None
+        and previous.get("status") == "True"
+        and previous.get("reason") == reason
+        and previous.get("message") == message
+    )
+    events = [] if already_reported else [Event(event_reason or reason, message, "Warning")]
+    return Outcome(status={**(status or {}), "conditions": updated, "phase": phase}, events=events)
 
 
 def progress_conditions(

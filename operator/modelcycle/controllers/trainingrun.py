@@ -255,7 +255,7 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         message = f"training Job {job_name} failed: {done.reason}: {done.message}"
         if completed := workload.job_time(job, "completionTime"):
             base["completionTime"] = completed
-        outcome = workload.stalled_outcome(
+        outcome = runtime.stalled_outcome(
             run,
             reason=done.reason,
             message=message,
@@ -270,7 +270,7 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     result = done.result
     artifact = result.get("artifact") or {}
     if not result.get("ok") or not artifact.get("uri") or not artifact.get("sha256"):
-        return workload.stalled_outcome(
+        return runtime.stalled_outcome(
             run,
             reason="ResultMissing",
             message=f"training Job {job_name} succeeded but reported no artifact; "

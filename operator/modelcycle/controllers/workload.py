@@ -127,65 +127,6 @@ def recorded(obj: dict[str, Any], job_name: str, done: JobResult, condition_type
     )
 
 
-def stalled_outcome(
-    obj: dict[str, Any],
-    *,
-    reason: str,
-    message: str,
-    status: dict[str, Any] | None = None,
-    extra: tuple[tuple[str, bool | str, str, str], ...] = (),
-    phase: str = "Stalled",
-    event_reason: str | None = None,
-) -> runtime.Outcome:
-    """A terminal failure reported without backoff: Stalled=True, Ready=False, and extra conditions.
-
-    Unlike raising runtime.Stalled (which retries with backoff because something outside may
-    change), this is for a verdict that stands until the spec changes, such as a failed Job. The
-    Warning Event is emitted once, when the Stalled condition first takes this reason and message.
-    """
-    generation = obj["metadata"].get("generation")
-    stamp = runtime.now()
-    current = (obj.get("status") or {}).get("conditions")
-    updated = conditions.set_condition(
-        current,
-        type_=conditions.STALLED,
-        status=True,
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=stamp,
-    )
-    updated = conditions.set_condition(
-        updated,
-        type_=conditions.READY,
-        status=False,
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=stamp,
-    )
-    updated = conditions.remove(updated, conditions.RECONCILING)
-    for type_, value, extra_reason, extra_message in extra:
-        updated = conditions.set_condition(
-            updated,
-            type_=type_,
-            status=value,
-            reason=extra_reason,
-            message=extra_message,
-            generation=generation,
-            now=stamp,
-        )
-    previous = conditions.find(current, conditions.STALLED)
-    already_reported = (
-        previous is not None
-        and previous.get("status") == "True"
-        and previous.get("reason") == reason
-        and previous.get("message") == message
-    )
-    events = [] if already_reported else [runtime.Event(event_reason or reason, message, "Warning")]
-    return runtime.Outcome(status={**(status or {}), "conditions": updated, "phase": phase}, events=events)
-
-
 def transitioned(obj: dict[str, Any], type_: str, status: str, reason: str) -> bool:
     """Whether setting this condition would change its status or reason (announce only then)."""
     found = conditions.find((obj.get("status") or {}).get("conditions"), type_)
