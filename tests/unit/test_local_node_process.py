@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from modelcycle.local.node_process import Run, is_same_process, start_run, start_ticks
+from modelcycle.local.node_process import Run, is_same_process, start_run
 from modelcycle.local.node_status import Terminated
 from modelcycle.local.node_wrapper import exit_code_of
+from modelcycle.local.procfs import start_ticks
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the local node needs /proc")
 

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from modelcycle.errors import UserError
+from modelcycle.local import procfs
 
 # Keep in step with K8S_VERSION in tools/controlplane/build.sh (a unit test checks it).
 K8S_VERSION = "1.36.3"
@@ -691,23 +692,9 @@ def read_state(state_dir: Path) -> ControlPlaneState | None:
         raise ControlPlaneError(f"{path} is unreadable ({exc}); delete it if nothing is running") from exc
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces; everything after its closing paren is split.
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def process_start_ticks(pid: int) -> int | None:
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else None
-
-
 def process_matches(pid: int, *, binary: str, start_ticks: int | None) -> bool:
     """True while `pid` is alive and still the process we started (not a zombie, not a reused pid)."""
-    fields = _proc_stat(pid)
+    fields = procfs.stat_fields(pid)
     if fields is None:
         if Path("/proc/self/stat").exists():
             return False  # Linux: no /proc entry means gone
@@ -973,7 +960,7 @@ class ControlPlane:
                 start_new_session=True,  # own process group: signals reach it and nothing else
                 preexec_fn=None if self.detach else _die_with_parent_hook(),
             )
-        record = ProcessRecord(component, popen.pid, str(binary), process_start_ticks(popen.pid))
+        record = ProcessRecord(component, popen.pid, str(binary), procfs.start_ticks(popen.pid))
         self._running.append(_Running(component, popen, record))
 
     def _wait_healthy(self, component: str, *, deadline: float) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelcycle.local import node_wrapper
+from modelcycle.local import node_wrapper, procfs
 from modelcycle.local.node_status import Terminated, exit_reason, rfc3339
 
 WRAPPER = Path(node_wrapper.__file__).resolve()
@@ -31,22 +31,9 @@ RUN_FILE = "run.json"
 LOST_EXIT_CODE = 137
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def start_ticks(pid: int) -> int | None:
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else None
-
-
 def is_same_process(pid: int, ticks: int | None) -> bool:
     """Alive (not a zombie) and, when `ticks` is known, started at that time: not a reused pid."""
-    fields = _proc_stat(pid)
+    fields = procfs.stat_fields(pid)
     if fields is None:
         return False
     if fields[0] in ("Z", "X"):
@@ -188,7 +175,7 @@ def start_run(
             start_new_session=True,
             close_fds=True,
         )
-    run = Run(directory, popen.pid, start_ticks(popen.pid), started_at, log_path, popen)
+    run = Run(directory, popen.pid, procfs.start_ticks(popen.pid), started_at, log_path, popen)
     write_json(directory / RUN_FILE, run.to_json())
     deadline = time.monotonic() + 5.0
     while run.child is None and run.exit_info() is None and time.monotonic() < deadline:

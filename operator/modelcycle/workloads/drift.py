@@ -49,6 +49,8 @@ from scipy import special
 from scipy.stats import chi2 as chi2_dist
 from scipy.stats import kstwo, kstwobign
 
+from modelcycle.workloads.profile import category_label
+
 PSI_EPSILON = 1e-4
 """Proportion given to an empty bin in the PSI (keeps ln(q/p) finite)."""
 KS_EXACT_MAX_N = 10_000
@@ -249,17 +251,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
         value, bool | np.bool_
     )
-
-
-def category_label(value: Any) -> str:
-    """A value's category name, as the profile writes it: `true`/`false`, integral numbers without `.0`."""
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, float | np.floating) and math.isfinite(float(value)) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, np.integer):
-        return str(int(value))
-    return str(value)
 
 
 def _null_mask(values: NDArray[Any]) -> NDArray[np.bool_]:
