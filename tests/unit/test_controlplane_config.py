@@ -217,6 +217,21 @@ def test_apiserver_listens_on_loopback_with_rbac_and_pod_security(layout: cp.Sta
     assert Path(args["service-account-signing-key-file"]).is_file()
 
 
+def test_apiserver_audits_every_request_at_metadata_level_as_json_lines(layout: cp.StateLayout) -> None:
+    cp.write_audit_policy(layout)
+    args = flags(cp.apiserver_args(layout, PORTS))
+
+    assert args["audit-policy-file"] == str(layout.audit_policy)
+    assert args["audit-log-path"] == str(layout.logs / "audit.log") == str(layout.audit_log)
+    assert args["audit-log-format"] == "json"
+    assert int(args["audit-log-maxsize"]) > 0 and int(args["audit-log-maxbackup"]) > 0
+    policy = yaml.safe_load(layout.audit_policy.read_text())
+    assert policy["apiVersion"] == "audit.k8s.io/v1" and policy["kind"] == "Policy"
+    assert policy["omitStages"] == ["RequestReceived"]
+    # One catch-all rule: nothing (in particular no ServiceAccount) is left out or logged at None.
+    assert policy["rules"] == [{"level": "Metadata"}]
+
+
 def test_controller_manager_runs_the_controllers_the_operator_relies_on(layout: cp.StateLayout) -> None:
     args = flags(cp.controller_manager_args(layout, PORTS))
 

@@ -38,7 +38,6 @@ from modelcycle.controllers import runtime
 
 RBAC_RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": ["modeldeployments"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [GROUP], "resources": ["modeldeployments/status"], "verbs": ["get", "patch", "update"]},
     {"apiGroups": [GROUP], "resources": ["modelversions"], "verbs": ["get", "list", "watch"]},
     {
         "apiGroups": ["apps"],
@@ -48,12 +47,12 @@ RBAC_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": [""],
         "resources": ["services"],
-        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        "verbs": ["get", "create", "update", "patch", "delete"],
     },
     {
         "apiGroups": ["autoscaling"],
         "resources": ["horizontalpodautoscalers"],
-        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        "verbs": ["get", "create", "update", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]

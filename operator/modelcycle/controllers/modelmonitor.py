@@ -45,14 +45,13 @@ from modelcycle.workloads import drift
 
 RBAC_RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": ["modelmonitors"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [GROUP], "resources": ["modelmonitors/status"], "verbs": ["get", "patch", "update"]},
     {
         "apiGroups": [GROUP],
         "resources": ["modeldeployments", "modelversions"],
         "verbs": ["get", "list", "watch"],
     },
     {"apiGroups": [GROUP], "resources": ["trainingruns"], "verbs": ["get", "list", "watch", "create"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]

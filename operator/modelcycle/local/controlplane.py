@@ -100,6 +100,16 @@ CONTROLLERS: tuple[str, ...] = (
 ADMISSION_PLUGINS: tuple[str, ...] = ("NodeRestriction", "PodSecurity", "ServiceAccount")
 
 STATE_FILE_NAME = "controlplane.json"
+# Every request at Metadata level (who, verb, resource, response code; no bodies), one JSON line
+# each, so a test can check which permissions a ServiceAccount used and whether any was refused.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
+AUDIT_LOG_MAX_SIZE_MB = 100
+AUDIT_LOG_MAX_BACKUPS = 3
 CERT_VALIDITY = datetime.timedelta(days=3650)
 
 
@@ -210,6 +220,14 @@ class StateLayout:
     @property
     def state_file(self) -> Path:
         return self.root / STATE_FILE_NAME
+
+    @property
+    def audit_policy(self) -> Path:
+        return self.root / "audit-policy.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.log"
 
     def kubeconfig(self, component: str) -> Path:
         return self.root / f"{component}.kubeconfig"
@@ -496,6 +514,10 @@ def kubeconfig_document(*, server: str, ca_pem: bytes, client: Certificate, user
     }
 
 
+def write_audit_policy(layout: StateLayout) -> None:
+    layout.audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+
+
 def write_kubeconfig(*, path: Path, server: str, layout: StateLayout, client_cert: str, user: str) -> None:
     document = kubeconfig_document(
         server=server,
@@ -571,6 +593,11 @@ def apiserver_args(layout: StateLayout, ports: Ports) -> list[str]:
         f"--proxy-client-cert-file={layout.cert('front-proxy-client')}",
         f"--proxy-client-key-file={layout.key('front-proxy-client')}",
         "--profiling=false",
+        f"--audit-policy-file={layout.audit_policy}",
+        f"--audit-log-path={layout.audit_log}",
+        "--audit-log-format=json",
+        f"--audit-log-maxsize={AUDIT_LOG_MAX_SIZE_MB}",
+        f"--audit-log-maxbackup={AUDIT_LOG_MAX_BACKUPS}",
     ]
 
 
@@ -867,6 +894,11 @@ class ControlPlane:
         return self.layout.admin_kubeconfig
 
     @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: one JSON line per request (rotated copies sit beside it)."""
+        return self.layout.audit_log
+
+    @property
     def server(self) -> str:
         if self.ports is None:
             raise ControlPlaneError("the control plane is not started")
@@ -893,6 +925,7 @@ class ControlPlane:
         self.layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.layout.logs.mkdir(exist_ok=True)
         ensure_pki(self.layout)
+        write_audit_policy(self.layout)
         self.ports = ports = pick_ports()
         for component, cert in (
             (KUBE_CONTROLLER_MANAGER, KUBE_CONTROLLER_MANAGER),
