@@ -12,6 +12,7 @@ setup:
 	@bash tools/setup.sh
 
 demo: setup
+	$(BIN)/modelcycle local up
 	$(BIN)/modelcycle local demo
 
 lint:

@@ -186,6 +186,12 @@ def _configure_up(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per component (default 120)")
     parser.add_argument("--fresh", action="store_true", help="stop and delete a previous platform first")
+    parser.add_argument("--node-name", default="modelcycle-local", help="the local Node's name")
+    parser.add_argument(
+        "--pod-network",
+        default="127.1.0.0/16",
+        help="loopback range the pods' IPs come from (default 127.1.0.0/16)",
+    )
 
 
 def _print_step(step: str, message: str, seconds: float) -> None:
@@ -197,7 +203,9 @@ def _up(args: argparse.Namespace) -> int:
 
     if args.fresh:
         platform.down(args.root, purge=True)
-    options = platform.PlatformOptions(bin_dir=args.bin_dir, timeout=args.timeout)
+    options = platform.PlatformOptions(
+        bin_dir=args.bin_dir, timeout=args.timeout, node_name=args.node_name, pod_network=args.pod_network
+    )
     print("starting the local platform", flush=True)
     started = platform.up(args.root, options, report=_print_step)
     print(f"platform up in {started.timings['total']:.1f}s; logs in {started.layout.logs}")

@@ -285,9 +285,25 @@ class PodWorker(threading.Thread):
         status = self.pod.get("status") or {}
         self.start_time = data.get("startTime") or status.get("startTime")
         self.pod_ip = self.agent.claim_ip(self.uid, data.get("podIP") or status.get("podIP"), self.pod)
+        reported = {
+            str(s.get("name")): s
+            for s in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+        }
         for container in self.all_containers:
             container.load()
             if container.run is not None:
+                # Probe a re-attached run again, starting from what was reported before the restart
+                # (as the kubelet does): ready stays ready, not-ready stays so, until the probes say.
+                container.probes = {
+                    kind: node_probe.ProbeState(kind, container.spec[f"{kind}Probe"], container.started_mono)
+                    for kind in ("startup", "liveness", "readiness")
+                    if container.spec.get(f"{kind}Probe")
+                }
+                previous = reported.get(container.name) or {}
+                if "readiness" in container.probes:
+                    container.probes["readiness"].result = bool(previous.get("ready"))
+                if "startup" in container.probes and previous.get("started"):
+                    container.probes["startup"].result = True
                 log.info(
                     "pod %s: re-attached to container %s (pid %s)",
                     pod_key(self.pod),

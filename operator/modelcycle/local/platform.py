@@ -1,0 +1,1076 @@
+"""The whole platform on this machine: `modelcycle local up | down | status`.
+
+`up` brings up, in order, and waits for each to be healthy:
+
+1. the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler; controlplane.py);
+2. the local node agent (node.py), which registers a Node and runs the pods bound to it as local
+   processes, each on a loopback address of its own (127.1.x.y);
+3. the namespace `modelcycle-demo`, labelled `pod-security.kubernetes.io/enforce=restricted`;
+4. the artifact store: a `local` PersistentVolume on a directory of this machine, with node
+   affinity to the local node, pre-bound to the PersistentVolumeClaim `modelcycle-artifacts`;
+5. the CRDs of the five kinds (generated from the models, as `modelcycle crds print` prints them);
+6. the operator (`modelcycle operator`), as a process of this machine.
+
+Everything lives under one directory (default `~/.cache/modelcycle/local`):
+
+    controlplane/   certificates, etcd data, kubeconfigs, logs (controlplane.py)
+    node/           the node agent's pod directories and pod logs (node.py)
+    artifacts/      the artifact PersistentVolume
+    logs/           node.log, operator.log
+    platform.json   the node and operator processes (pid + start time), ports, timings
+
+The processes outlive `up` (each leads its own session); `down` stops them, the pods' processes
+too (the node agent leaves them running on purpose, so that a restarted agent re-attaches to
+them), and `up` twice reuses what still runs and is healthy.
+
+A `Platform` can also run attached (tests): its processes then die with the Python process that
+started them, and `kill_operator` / `kill_node` / `start_operator` / `start_node` let a test
+crash and restart one component at a time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelcycle.api import crdgen, kinds
+from modelcycle.errors import UserError
+from modelcycle.local import controlplane as cp
+from modelcycle.local import procfs
+from modelcycle.local.node_env import DEFAULT_POD_NETWORK
+from modelcycle.local.node_kube import MERGE_PATCH, Kube
+from modelcycle.local.node_process import Run
+
+NAMESPACE = "modelcycle-demo"
+ARTIFACT_CLAIM = "modelcycle-artifacts"
+NODE_NAME = "modelcycle-local"
+POD_SECURITY_LABELS: dict[str, str] = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+ARTIFACT_CAPACITY = "20Gi"
+FIELD_MANAGER = "modelcycle-local"
+APPLY_PATCH = "application/apply-patch+yaml"
+STATE_FILE = "platform.json"
+NODE = "local-node"
+OPERATOR = "operator"
+HEALTH_TIMEOUT = 2.0
+
+
+class PlatformError(UserError):
+    """A component did not start or stop; the message names its log."""
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def default_root(*, environ: Mapping[str, str] | None = None) -> Path:
+    return cp.cache_dir(environ=environ) / "local"
+
+
+@dataclass(frozen=True)
+class PlatformLayout:
+    root: Path
+
+    @property
+    def controlplane(self) -> Path:
+        return self.root / "controlplane"
+
+    @property
+    def node(self) -> Path:
+        return self.root / "node"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / STATE_FILE
+
+    def log(self, component: str) -> Path:
+        return self.logs / f"{component}.log"
+
+
+@dataclass(frozen=True)
+class PlatformOptions:
+    namespace: str | None = NAMESPACE
+    """The namespace to prepare (with the artifact claim); None: none (tests make their own)."""
+    artifact_claim: str = ARTIFACT_CLAIM
+    node_name: str = NODE_NAME
+    pod_network: str = DEFAULT_POD_NETWORK
+    bin_dir: Path | None = None
+    binaries: Mapping[str, Path] | None = None
+    timeout: float = 120.0
+    """Seconds each component may take to become healthy."""
+    operator_args: tuple[str, ...] = ()
+    """Extra `modelcycle operator` flags (for example `--resync-seconds 10`)."""
+    node_args: tuple[str, ...] = ()
+    """Extra `modelcycle local node` flags."""
+    python: str = sys.executable
+    """The interpreter of this ModelCycle installation; the node runs pods with it too."""
+    operator: bool = True
+    """Start the operator (tests may run their own)."""
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class PlatformState:
+    root: str
+    kubeconfig: str
+    server: str
+    controlplane_started_at: float
+    namespace: str
+    artifact_claim: str
+    node_name: str
+    pod_network: str
+    processes: list[cp.ProcessRecord]
+    operator_ports: dict[str, int]
+    detached: bool
+    started_at: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def process(self, component: str) -> cp.ProcessRecord | None:
+        return next((p for p in self.processes if p.component == component), None)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> PlatformState:
+        data = json.loads(text)
+        data["processes"] = [cp.ProcessRecord(**p) for p in data["processes"]]
+        return cls(**data)
+
+
+def read_state(root: Path) -> PlatformState | None:
+    path = PlatformLayout(Path(root)).state_file
+    try:
+        return PlatformState.from_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise PlatformError(
+            f"{path} is unreadable ({exc}); run `modelcycle local down` and up again"
+        ) from exc
+
+
+def _write_state(layout: PlatformLayout, state: PlatformState) -> None:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    tmp = layout.state_file.with_suffix(".tmp")
+    tmp.write_text(state.to_json())
+    tmp.replace(layout.state_file)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def free_port(host: str = cp.LOOPBACK) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def http_ok(url: str, *, timeout: float = HEALTH_TIMEOUT) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """Pre-exec hook: SIGKILL the child when the (main thread of the) parent dies (attached mode)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
+
+
+def launch(
+    component: str, argv: Sequence[str], *, log: Path, detach: bool, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], cp.ProcessRecord]:
+    """Start a process in a session of its own, output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+        out.flush()
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+            preexec_fn=None if detach else _die_with_parent(),
+        )
+    # The executable it runs (a venv's python is a symlink): what /proc/<pid>/exe will name.
+    binary = os.path.realpath(argv[0])
+    return popen, cp.ProcessRecord(component, popen.pid, binary, procfs.start_ticks(popen.pid))
+
+
+def stop_process(record: cp.ProcessRecord, *, timeout: float, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL at once with kill=True) the process group; SIGKILL what outlives timeout."""
+    if kill:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while record.is_running() and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(record.pid, os.WNOHANG)
+            time.sleep(0.02)
+        return
+    cp.terminate_processes([record], timeout=timeout)
+
+
+# --------------------------------------------------------------------------- pods of the node
+
+
+def pod_runs(node_state: Path) -> list[Run]:
+    """Every container run the node recorded whose wrapper still runs."""
+    runs = []
+    for run_json in sorted(Path(node_state).glob("pods/*/containers/*/runs/*/run.json")):
+        run = Run.load(run_json.parent)
+        if run is not None and run.wrapper_alive():
+            runs.append(run)
+    return runs
+
+
+def stop_pod_processes(node_state: Path, *, timeout: float = 10.0) -> int:
+    """Stop the processes of every pod the node left running (SIGTERM, SIGKILL after timeout).
+
+    The node agent keeps pods running when it stops (a restarted agent re-attaches to them), so
+    `down` must stop them itself: nothing may outlive the platform.
+    """
+    runs = pod_runs(node_state)
+    for run in runs:
+        run.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(r.wrapper_alive() for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for run in runs:
+        if run.wrapper_alive():
+            run.kill()
+    kill_deadline = time.monotonic() + 5
+    while any(r.wrapper_alive() for r in runs) and time.monotonic() < kill_deadline:
+        time.sleep(0.05)
+    return len(runs)
+
+
+def _descendants(pids: Sequence[int]) -> set[int]:
+    """The processes and all their descendants (by parent pid in /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = procfs.stat_fields(int(entry.name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    seen: set[int] = set()
+    stack = list(pids)
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stack.extend(children.get(pid, []))
+    return seen
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------- cluster objects
+
+
+def server_side_apply(kube: Kube, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    return kube.request(
+        "PATCH",
+        path,
+        params={"fieldManager": FIELD_MANAGER, "force": True},
+        body=body,
+        content_type=APPLY_PATCH,
+    )
+
+
+def wait_until(
+    check: Callable[[], Any],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    detail: Callable[[], str] | None = None,
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            extra = f": {detail()}" if detail else ""
+            raise PlatformError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def ensure_namespace(
+    kube: Kube, name: str, *, labels: Mapping[str, str] = POD_SECURITY_LABELS, timeout: float = 60
+) -> None:
+    """The namespace with its labels, and its `default` ServiceAccount (pods need it)."""
+    server_side_apply(
+        kube,
+        f"/api/v1/namespaces/{_quote(name)}",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}},
+    )
+    wait_until(
+        lambda: kube.get_or_none(f"/api/v1/namespaces/{_quote(name)}/serviceaccounts/default"),
+        timeout=timeout,
+        what=f"ServiceAccount {name}/default",
+    )
+
+
+def artifact_volume_name(namespace: str, claim: str) -> str:
+    """PersistentVolumes are cluster-wide and bind one claim each: one per namespace."""
+    name = f"{claim}-{namespace}"
+    if len(name) <= 253:
+        return name
+    import hashlib
+
+    return f"{name[:240]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+def artifact_volume(*, name: str, path: Path, node_name: str, namespace: str, claim: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "modelcycle"}},
+        "spec": {
+            "capacity": {"storage": ARTIFACT_CAPACITY},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "volumeMode": "Filesystem",
+            "local": {"path": str(path)},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node_name]}
+                            ]
+                        }
+                    ]
+                }
+            },
+            # Pre-bound: this volume is for this claim only.
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": namespace,
+                "name": claim,
+            },
+        },
+    }
+
+
+def artifact_claim(*, namespace: str, claim: str, volume: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": claim,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "modelcycle"},
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "volumeName": volume,
+            "resources": {"requests": {"storage": ARTIFACT_CAPACITY}},
+        },
+    }
+
+
+def ensure_artifact_store(
+    kube: Kube, *, namespace: str, claim: str, path: Path, node_name: str, timeout: float = 60
+) -> str:
+    """A local PersistentVolume at `path` bound to the claim `namespace/claim`; returns the PV name."""
+    path.mkdir(parents=True, exist_ok=True)
+    name = artifact_volume_name(namespace, claim)
+    pv_path = f"/api/v1/persistentvolumes/{_quote(name)}"
+    existing = kube.get_or_none(pv_path)
+    if existing is not None:
+        local = ((existing.get("spec") or {}).get("local") or {}).get("path")
+        if local != str(path):
+            raise PlatformError(
+                f"PersistentVolume {name} already points at {local}, not {path}; delete it first "
+                f"(kubectl delete pv {name})"
+            )
+        ref = (existing.get("spec") or {}).get("claimRef") or {}
+        if (existing.get("status") or {}).get("phase") == "Released" or (
+            ref.get("uid") and not _claim_has_uid(kube, namespace, claim, str(ref["uid"]))
+        ):
+            # Its claim was deleted (a namespace recreated): make it available to the new claim.
+            kube.patch(
+                pv_path,
+                {"spec": {"claimRef": {"uid": None, "resourceVersion": None}}},
+                content_type=MERGE_PATCH,
+            )
+    else:
+        kube.create(
+            "/api/v1/persistentvolumes",
+            artifact_volume(name=name, path=path, node_name=node_name, namespace=namespace, claim=claim),
+        )
+    pvc_path = f"/api/v1/namespaces/{_quote(namespace)}/persistentvolumeclaims/{_quote(claim)}"
+    if kube.get_or_none(pvc_path) is None:
+        kube.create(
+            f"/api/v1/namespaces/{_quote(namespace)}/persistentvolumeclaims",
+            artifact_claim(namespace=namespace, claim=claim, volume=name),
+        )
+
+    def bound() -> bool:
+        pvc = kube.get_or_none(pvc_path) or {}
+        return (pvc.get("status") or {}).get("phase") == "Bound"
+
+    wait_until(
+        bound,
+        timeout=timeout,
+        what=f"PersistentVolumeClaim {namespace}/{claim} to be Bound to {name}",
+        detail=lambda: json.dumps((kube.get_or_none(pvc_path) or {}).get("status")),
+    )
+    return name
+
+
+def _claim_has_uid(kube: Kube, namespace: str, claim: str, uid: str) -> bool:
+    pvc = kube.get_or_none(f"/api/v1/namespaces/{_quote(namespace)}/persistentvolumeclaims/{_quote(claim)}")
+    return pvc is not None and pvc["metadata"].get("uid") == uid
+
+
+def crd_manifests() -> list[dict[str, Any]]:
+    """The CRDs as `modelcycle crds print` prints them (generated from the models)."""
+    return [crdgen.crd(kind) for kind in kinds.ALL]
+
+
+def install_crds(kube: Kube, *, timeout: float = 60) -> list[str]:
+    names = []
+    for manifest in crd_manifests():
+        name = manifest["metadata"]["name"]
+        server_side_apply(
+            kube, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{_quote(name)}", manifest
+        )
+        names.append(name)
+
+    def established(name: str) -> bool:
+        crd = (
+            kube.get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{_quote(name)}") or {}
+        )
+        conds = {c.get("type"): c.get("status") for c in (crd.get("status") or {}).get("conditions") or []}
+        return conds.get("Established") == "True" and conds.get("NamesAccepted") == "True"
+
+    for name in names:
+        wait_until(
+            functools.partial(established, name), timeout=timeout, what=f"CRD {name} to be Established"
+        )
+    return names
+
+
+def node_ready(kube: Kube, name: str) -> bool:
+    node = kube.get_or_none(f"/api/v1/nodes/{_quote(name)}")
+    if node is None:
+        return False
+    conds = {c.get("type"): c.get("status") for c in (node.get("status") or {}).get("conditions") or []}
+    taints = {t.get("key") for t in (node.get("spec") or {}).get("taints") or []}
+    return conds.get("Ready") == "True" and not (
+        taints & {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    )
+
+
+# --------------------------------------------------------------------------- the platform
+
+
+StepReporter = Callable[[str, str, float], None]
+"""Called as each step finishes: (step, what happened, seconds)."""
+
+
+def _quiet(step: str, message: str, seconds: float) -> None:
+    del step, message, seconds
+
+
+@dataclass
+class _Child:
+    record: cp.ProcessRecord
+    popen: subprocess.Popen[bytes] | None  # None when found from the state file (started by another `up`)
+
+
+class Platform:
+    """Control plane + local node + namespace + artifact store + CRDs + operator.
+
+    detach=True (the CLI): processes outlive this Python process and are found again through
+    platform.json. detach=False (tests): they die with it (and `stop()` runs at exit).
+    """
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        options: PlatformOptions | None = None,
+        *,
+        detach: bool = True,
+        report: StepReporter = _quiet,
+    ) -> None:
+        self.layout = PlatformLayout(Path(root or default_root()).expanduser().resolve())
+        self.options = options or PlatformOptions()
+        self.detach = detach
+        self.report = report
+        self.controlplane: cp.ControlPlane | None = None
+        self.cp_state: cp.ControlPlaneState | None = None
+        self.children: dict[str, _Child] = {}
+        self.operator_ports: dict[str, int] = {}
+        self.timings: dict[str, float] = {}
+        self._kube: Kube | None = None
+        self._registered_exit = False
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def kubeconfig(self) -> Path:
+        return cp.StateLayout(self.layout.controlplane).admin_kubeconfig
+
+    @property
+    def server(self) -> str:
+        if self.cp_state is not None:
+            return self.cp_state.server
+        if self.controlplane is not None:
+            return self.controlplane.server
+        raise PlatformError("the control plane is not started")
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = Kube(self.kubeconfig, user_agent="modelcycle-local-platform")
+        return self._kube
+
+    @property
+    def operator_liveness_url(self) -> str:
+        return f"http://{cp.LOOPBACK}:{self.operator_ports.get('liveness', 0)}/healthz"
+
+    def process(self, component: str) -> cp.ProcessRecord | None:
+        child = self.children.get(component)
+        return child.record if child else None
+
+    def running(self, component: str) -> bool:
+        child = self.children.get(component)
+        if child is None:
+            return False
+        if child.popen is not None:
+            return child.popen.poll() is None
+        return child.record.is_running()
+
+    # ------------------------------------------------------------------ up
+
+    def start(self) -> PlatformState:
+        """Start (or reuse) every component, waiting for each to be healthy. Idempotent."""
+        began = time.monotonic()
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        self.layout.logs.mkdir(exist_ok=True)
+        previous = read_state(self.layout.root) if self.detach else None
+        if not self.detach and not self._registered_exit:
+            atexit.register(self.stop)
+            self._registered_exit = True
+        try:
+            restarted = self._start_controlplane(previous)
+            self._save()
+            self._step_node(previous, restarted)
+            self._save()
+            if self.options.namespace:
+                self._step("namespace", self._ensure_namespace)
+                self._step("artifact store", self._ensure_artifacts)
+            self._step("CRDs", self._install_crds)
+            if self.options.operator:
+                self._step_operator(previous, restarted)
+        except BaseException:
+            if not self.detach:
+                self.stop()
+            raise
+        self.timings["total"] = time.monotonic() - began
+        return self._save()
+
+    def _save_if_detached(self) -> None:
+        if self.detach and self.cp_state is not None:
+            self._save()
+
+    def _save(self) -> PlatformState:
+        """Record what runs now (detached), so that `down` finds it even after a failed `up`."""
+        state = self.state()
+        if self.detach:
+            _write_state(self.layout, state)
+        return state
+
+    def state(self) -> PlatformState:
+        return PlatformState(
+            root=str(self.layout.root),
+            kubeconfig=str(self.kubeconfig),
+            server=self.server,
+            controlplane_started_at=self.cp_state.started_at if self.cp_state else 0.0,
+            namespace=self.options.namespace or "",
+            artifact_claim=self.options.artifact_claim,
+            node_name=self.options.node_name,
+            pod_network=self.options.pod_network,
+            processes=[c.record for c in self.children.values()],
+            operator_ports=dict(self.operator_ports),
+            detached=self.detach,
+            started_at=time.time(),
+            timings=dict(self.timings),
+        )
+
+    def _step(self, name: str, action: Callable[[], str]) -> None:
+        began = time.monotonic()
+        message = action()
+        self.timings[name] = time.monotonic() - began
+        self.report(name, message, self.timings[name])
+
+    def _start_controlplane(self, previous: PlatformState | None) -> bool:
+        """True when the control plane was (re)started rather than reused."""
+        began = time.monotonic()
+        state = cp.read_state(self.layout.controlplane) if self.detach else None
+        if state is not None and all(s.healthy for s in cp.component_statuses(state)):
+            self.cp_state = state
+            self.timings["control plane"] = time.monotonic() - began
+            self.report("control plane", f"v{state.version} already running at {state.server}", 0.0)
+            return previous is None or previous.controlplane_started_at != state.started_at
+        if state is not None:
+            cp.stop_detached(self.layout.controlplane)  # half of it died: start all of it again
+        plane = cp.ControlPlane(
+            state_dir=self.layout.controlplane,
+            binaries=self.options.binaries,
+            bin_dir=self.options.bin_dir,
+            detach=self.detach,
+            start_timeout=self.options.timeout,
+        )
+        plane.start()
+        self.controlplane = plane
+        self.cp_state = cp.read_state(self.layout.controlplane)
+        if self.cp_state is None:  # attached control planes write their state too; be safe
+            raise PlatformError(f"the control plane wrote no state in {self.layout.controlplane}")
+        self.timings["control plane"] = time.monotonic() - began
+        self.report(
+            "control plane", f"v{cp.K8S_VERSION} ready at {plane.server}", self.timings["control plane"]
+        )
+        return True
+
+    def _adopt(self, previous: PlatformState | None, component: str, restarted: bool) -> bool:
+        """Reuse `component` from a previous `up` when it still runs against this control plane."""
+        record = previous.process(component) if previous else None
+        if record is None:
+            return False
+        if not record.is_running():
+            return False
+        if restarted:
+            stop_process(record, timeout=10)  # it talks to a control plane that is gone
+            return False
+        self.children[component] = _Child(record, None)
+        return True
+
+    def _pid(self, component: str) -> int:
+        record = self.process(component)
+        return record.pid if record else 0
+
+    def _step_node(self, previous: PlatformState | None, restarted: bool) -> None:
+        began = time.monotonic()
+        if self._adopt(previous, NODE, restarted):
+            try:
+                wait_until(lambda: node_ready(self.kube, self.options.node_name), timeout=15, what="the node")
+            except PlatformError:
+                self.stop_node()  # runs but does not report: start a fresh one
+            else:
+                self.timings["local node"] = time.monotonic() - began
+                message = f"{self.options.node_name} already running (pid {self._pid(NODE)})"
+                self.report("local node", message, 0.0)
+                return
+        self.start_node()
+        self.timings["local node"] = time.monotonic() - began
+        self.report(
+            "local node",
+            f"{self.options.node_name} Ready; pods get addresses in {self.options.pod_network}",
+            self.timings["local node"],
+        )
+
+    def _step_operator(self, previous: PlatformState | None, restarted: bool) -> None:
+        began = time.monotonic()
+        if self._adopt(previous, OPERATOR, restarted) and previous is not None:
+            self.operator_ports = dict(previous.operator_ports)
+            try:
+                wait_until(lambda: http_ok(self.operator_liveness_url), timeout=15, what="the operator")
+            except PlatformError:
+                self.stop_operator()
+            else:
+                self.timings["operator"] = time.monotonic() - began
+                self.report("operator", f"already running (pid {self._pid(OPERATOR)})", 0.0)
+                return
+        self.start_operator()
+        self.timings["operator"] = time.monotonic() - began
+        self.report("operator", f"healthy at {self.operator_liveness_url}", self.timings["operator"])
+
+    def _ensure_namespace(self) -> str:
+        namespace = str(self.options.namespace)
+        ensure_namespace(self.kube, namespace, timeout=self.options.timeout)
+        return f"{namespace} (pod security: restricted)"
+
+    def _ensure_artifacts(self) -> str:
+        volume = ensure_artifact_store(
+            self.kube,
+            namespace=str(self.options.namespace),
+            claim=self.options.artifact_claim,
+            path=self.layout.artifacts,
+            node_name=self.options.node_name,
+            timeout=self.options.timeout,
+        )
+        return f"PVC {self.options.artifact_claim} Bound to PV {volume} ({self.layout.artifacts})"
+
+    def _install_crds(self) -> str:
+        names = install_crds(self.kube, timeout=self.options.timeout)
+        return f"{len(names)} CRDs Established"
+
+    # ------------------------------------------------------------------ components
+
+    def node_argv(self) -> list[str]:
+        return [
+            self.options.python,
+            "-m",
+            "modelcycle.local.node",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--name",
+            self.options.node_name,
+            "--state-dir",
+            str(self.layout.node),
+            "--pod-network",
+            self.options.pod_network,
+            *self.options.node_args,
+        ]
+
+    def start_node(self) -> cp.ProcessRecord:
+        """Start the node agent and wait for its Node to be Ready."""
+        if self.running(NODE):
+            raise PlatformError("the local node agent is already running")
+        popen, record = launch(NODE, self.node_argv(), log=self.layout.log(NODE), detach=self.detach)
+        self.children[NODE] = _Child(record, popen)
+        self._save_if_detached()
+        log = self.layout.log(NODE)
+
+        def ready() -> bool:
+            if popen.poll() is not None:
+                raise PlatformError(
+                    f"the local node agent exited with code {popen.returncode}; log {log}:\n{log_tail(log)}"
+                )
+            return node_ready(self.kube, self.options.node_name)
+
+        try:
+            wait_until(
+                ready,
+                timeout=self.options.timeout,
+                what=f"Node {self.options.node_name} to be Ready",
+                detail=lambda: f"log {log}:\n{log_tail(log)}",
+            )
+        except BaseException:
+            self.stop_node()
+            raise
+        return record
+
+    def operator_argv(self) -> list[str]:
+        return [
+            self.options.python,
+            "-m",
+            "modelcycle",
+            "operator",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--artifact-claim",
+            self.options.artifact_claim,
+            # The operator runs outside the cluster; the API server does not proxy to loopback
+            # pod addresses, but this machine reaches them directly.
+            "--monitor-stats-access",
+            "direct",
+            "--bind-address",
+            cp.LOOPBACK,
+            "--liveness-port",
+            str(self.operator_ports["liveness"]),
+            "--metrics-port",
+            str(self.operator_ports["metrics"]),
+            *self.options.operator_args,
+        ]
+
+    def start_operator(self) -> cp.ProcessRecord:
+        """Start the operator and wait for its liveness endpoint."""
+        if self.running(OPERATOR):
+            raise PlatformError("the operator is already running")
+        if not self.operator_ports:
+            self.operator_ports = {"liveness": free_port(), "metrics": free_port()}
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        popen, record = launch(
+            OPERATOR, self.operator_argv(), log=self.layout.log(OPERATOR), detach=self.detach, env=env
+        )
+        self.children[OPERATOR] = _Child(record, popen)
+        self._save_if_detached()
+        log = self.layout.log(OPERATOR)
+
+        def healthy() -> bool:
+            if popen.poll() is not None:
+                raise PlatformError(
+                    f"the operator exited with code {popen.returncode}; log {log}:\n{log_tail(log)}"
+                )
+            return http_ok(self.operator_liveness_url)
+
+        try:
+            wait_until(
+                healthy,
+                timeout=self.options.timeout,
+                what="the operator's liveness endpoint",
+                detail=lambda: f"log {log}:\n{log_tail(log)}",
+            )
+        except BaseException:
+            self.stop_operator()
+            raise
+        return record
+
+    def _stop_child(self, component: str, *, kill: bool, timeout: float) -> None:
+        child = self.children.pop(component, None)
+        if child is None:
+            return
+        stop_process(child.record, timeout=timeout, kill=kill)
+        if child.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.popen.wait(timeout=5)
+
+    def stop_operator(self, *, timeout: float = 15.0) -> None:
+        self._stop_child(OPERATOR, kill=False, timeout=timeout)
+
+    def kill_operator(self) -> None:
+        """SIGKILL: no cleanup of any kind runs (a crash)."""
+        self._stop_child(OPERATOR, kill=True, timeout=0)
+
+    def stop_node(self, *, timeout: float = 30.0) -> None:
+        self._stop_child(NODE, kill=False, timeout=timeout)
+
+    def kill_node(self) -> None:
+        """SIGKILL the agent only; its pods' processes keep running (their own sessions)."""
+        self._stop_child(NODE, kill=True, timeout=0)
+
+    def adopt(self, state: PlatformState) -> None:
+        """Take over the processes recorded by a detached `up` (for `down` and `status`)."""
+        self.cp_state = cp.read_state(self.layout.controlplane)
+        self.operator_ports = dict(state.operator_ports)
+        for record in state.processes:
+            self.children[record.component] = _Child(record, None)
+
+    # ------------------------------------------------------------------ down
+
+    def stop(self) -> int:
+        """Stop the operator, the node, the pods' processes and the control plane. Returns the
+        number of pod processes stopped. Safe to call twice."""
+        self.stop_operator()
+        self.stop_node()
+        stopped = stop_pod_processes(self.layout.node)
+        if self._kube is not None:
+            self._kube.close()
+            self._kube = None
+        if self.controlplane is not None:
+            self.controlplane.stop()
+            self.controlplane = None
+        elif self.detach:
+            cp.stop_detached(self.layout.controlplane)
+        self.cp_state = None
+        if self.detach:
+            self.layout.state_file.unlink(missing_ok=True)
+        return stopped
+
+    # ------------------------------------------------------------------ memory
+
+    def rss(self) -> dict[str, int]:
+        """Resident memory in bytes: control plane, node agent, operator, pods (process trees)."""
+        state = self.cp_state or cp.read_state(self.layout.controlplane)
+        return memory_usage(self.layout, state, [c.record for c in self.children.values()])
+
+
+def memory_usage(
+    layout: PlatformLayout, cp_state: cp.ControlPlaneState | None, records: Sequence[cp.ProcessRecord]
+) -> dict[str, int]:
+    """RSS in bytes of each part of the platform, each process counted once: the pods' processes
+    (the node's children until it restarts) count as pods, not as the node."""
+    pods = _descendants([r.wrapper_pid for r in pod_runs(layout.node)])
+    groups: dict[str, set[int]] = {
+        "control plane": _descendants(
+            [p.pid for p in (cp_state.processes if cp_state else []) if p.is_running()]
+        )
+    }
+    for component in (NODE, OPERATOR):
+        record = next((r for r in records if r.component == component), None)
+        running = record is not None and record.is_running()
+        groups[component] = _descendants([record.pid]) - pods if record is not None and running else set()
+    groups["pods"] = pods
+    return {name: sum(rss_bytes(pid) for pid in pids) for name, pids in groups.items()}
+
+
+def format_memory(usage: Mapping[str, int]) -> str:
+    mib = {k: v / 2**20 for k, v in usage.items()}
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in mib.items())
+    return f"{sum(mib.values()):.0f} MiB ({parts})"
+
+
+# --------------------------------------------------------------------------- detached commands
+
+
+def up(
+    root: Path | None = None, options: PlatformOptions | None = None, *, report: StepReporter = _quiet
+) -> Platform:
+    platform = Platform(root, options, detach=True, report=report)
+    platform.start()
+    return platform
+
+
+def down(root: Path | None = None, *, purge: bool = False) -> tuple[bool, int]:
+    """Stop what `up` started. Returns (something was recorded, pod processes stopped)."""
+    platform = Platform(root, detach=True)
+    state = read_state(platform.layout.root)
+    if state is not None:
+        platform.adopt(state)
+        platform.options = PlatformOptions(node_name=state.node_name, namespace=state.namespace)
+    recorded = state is not None or cp.read_state(platform.layout.controlplane) is not None
+    stopped = platform.stop()
+    if purge:
+        shutil.rmtree(platform.layout.root, ignore_errors=True)
+    return recorded, stopped
+
+
+@dataclass(frozen=True)
+class ComponentReport:
+    component: str
+    pids: list[int]
+    healthy: bool
+    running: bool
+    detail: str
+
+
+def status(root: Path | None = None) -> tuple[PlatformState | None, list[ComponentReport]]:
+    layout = PlatformLayout(Path(root or default_root()).expanduser().resolve())
+    state = read_state(layout.root)
+    reports: list[ComponentReport] = []
+    cp_state = cp.read_state(layout.controlplane)
+    if cp_state is None:
+        reports.append(ComponentReport("control plane", [], False, False, "not running"))
+    else:
+        statuses = cp.component_statuses(cp_state)
+        unhealthy = [s.component for s in statuses if not s.healthy]
+        reports.append(
+            ComponentReport(
+                "control plane",
+                [s.pid for s in statuses],
+                not unhealthy,
+                any(s.running for s in statuses),
+                f"v{cp_state.version} at {cp_state.server}"
+                + (f"; not healthy: {', '.join(unhealthy)}" if unhealthy else ""),
+            )
+        )
+    kube: Kube | None = None
+    if cp_state is not None and reports[0].healthy:
+        kube = Kube(
+            cp.StateLayout(layout.controlplane).admin_kubeconfig, user_agent="modelcycle-local-status"
+        )
+    try:
+        for component in (NODE, OPERATOR):
+            record = state.process(component) if state else None
+            if record is None or not record.is_running():
+                reports.append(ComponentReport(component, [], False, False, "not running"))
+                continue
+            if component == NODE:
+                assert state is not None
+                ready = kube is not None and node_ready(kube, state.node_name)
+                runs = pod_runs(layout.node)
+                readiness = "Ready" if ready else "not Ready"
+                detail = f"Node {state.node_name} {readiness}; {len(runs)} container process(es)"
+            else:
+                assert state is not None
+                url = f"http://{cp.LOOPBACK}:{state.operator_ports.get('liveness', 0)}/healthz"
+                ready = http_ok(url)
+                detail = f"liveness {url} {'OK' if ready else 'failing'}"
+            reports.append(ComponentReport(component, [record.pid], ready, True, detail))
+        if kube is not None and state is not None:
+            reports.append(_namespace_report(kube, state))
+    finally:
+        if kube is not None:
+            kube.close()
+    return state, reports
+
+
+def status_memory(root: Path | None = None) -> dict[str, int]:
+    layout = PlatformLayout(Path(root or default_root()).expanduser().resolve())
+    state = read_state(layout.root)
+    return memory_usage(layout, cp.read_state(layout.controlplane), state.processes if state else [])
+
+
+def _namespace_report(kube: Kube, state: PlatformState) -> ComponentReport:
+    ns = kube.get_or_none(f"/api/v1/namespaces/{_quote(state.namespace)}")
+    pvc = kube.get_or_none(
+        f"/api/v1/namespaces/{_quote(state.namespace)}/persistentvolumeclaims/{_quote(state.artifact_claim)}"
+    )
+    phase = ((pvc or {}).get("status") or {}).get("phase") or "missing"
+    ok = ns is not None and phase == "Bound"
+    return ComponentReport(
+        "namespace",
+        [],
+        ok,
+        ns is not None,
+        f"{state.namespace}: {'present' if ns else 'missing'}; PVC {state.artifact_claim} {phase}",
+    )
+
+
+def iter_pod_processes(root: Path | None = None) -> Iterator[Run]:
+    layout = PlatformLayout(Path(root or default_root()).expanduser().resolve())
+    yield from pod_runs(layout.node)
