@@ -274,10 +274,12 @@ class ServingPods:
                 env[var["name"]] = self.kubelet._rewrite(str(var["value"]), paths)
             elif field_ref := (var.get("valueFrom") or {}).get("fieldRef"):
                 env[var["name"]] = str(pod["metadata"].get(field_ref["fieldPath"].split(".", 1)[1], ""))
+        # Only the pod's own command and args see its mounts; this interpreter's path must not be
+        # rewritten (a venv under /tmp would otherwise land in the pod's /tmp emptyDir).
         command = list(container.get("command") or [])
-        if command[:1] == ["modelcycle"]:
-            command = [sys.executable, "-m", "modelcycle", *command[1:]]
         argv = [self.kubelet._rewrite(str(a), paths) for a in [*command, *(container.get("args") or [])]]
+        if command[:1] == ["modelcycle"]:
+            argv = [sys.executable, "-m", "modelcycle", *argv[1:]]
         if "--host" in argv:  # the pod's network namespace is its own address here
             argv[argv.index("--host") + 1] = address
         argv = netns.exec_prefix(address) + argv  # run "in the pod's network namespace"
