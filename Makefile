@@ -80,4 +80,4 @@ e2e-kind: setup images
 	  --namespace modelcycle-system --wait --timeout 5m \
 	  --set operator.image.repository=$(OPERATOR_REPO) --set operator.image.tag=$(IMAGE_TAG) \
 	  --set workload.image.repository=$(WORKLOAD_REPO) --set workload.image.tag=$(IMAGE_TAG)
-	KUBECONFIG=$(KIND_KUBECONFIG) MODELCYCLE_TEST_KUBECONFIG=$(KIND_KUBECONFIG) $(BIN)/pytest tests/e2e
+	KUBECONFIG=$(KIND_KUBECONFIG) MODELCYCLE_E2E_KUBECONFIG=$(KIND_KUBECONFIG) $(BIN)/pytest tests/e2e

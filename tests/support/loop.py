@@ -99,10 +99,15 @@ class Cluster:
 
     kube: Kube
     namespace: str
-    artifacts: Path
-    node_name: str
+    artifacts: Path | None
+    """The artifact store's directory on this host; None: find it from the claim's volume."""
+    node_name: str | None
+    """The node every pod must have run on; None: any node (a cluster with several)."""
     history: ConditionLog | None = None
     """Every condition state the namespace's objects reported (set by the e2e fixtures)."""
+    container_prefix: str | None = "local://"
+    """The scheme of every pod's containerID (local:// on the local node); None: not checked."""
+    claim: str = "modelcycle-artifacts"
 
     def apply(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         body = copy.deepcopy(dict(doc))
@@ -174,10 +179,30 @@ class Cluster:
 
     # -- artifacts --------------------------------------------------------------------------------
 
+    def artifact_root(self) -> Path:
+        """Where the artifact store is on this host: the fixture's directory, or the local or
+        hostPath volume bound to the claim when that path exists here."""
+        if self.artifacts is not None:
+            return self.artifacts
+        pvc = self.kube.get(f"/api/v1/namespaces/{self.namespace}/persistentvolumeclaims/{self.claim}")
+        volume = (pvc.get("spec") or {}).get("volumeName")
+        pv = self.kube.get(f"/api/v1/persistentvolumes/{volume}") if volume else {}
+        spec = pv.get("spec") or {}
+        path = (spec.get("local") or {}).get("path") or (spec.get("hostPath") or {}).get("path")
+        if not path or not Path(path).is_dir():
+            raise AssertionError(
+                f"the artifact checks read claim {self.namespace}/{self.claim} from this host, but its "
+                f"volume {volume or '(unbound)'} is at {path or '(no local or hostPath path)'} on the "
+                "node, not on this host; set MODELCYCLE_E2E_ARTIFACT_ROOT (a directory the node shares)"
+            )
+        self.artifacts = Path(path)
+        return self.artifacts
+
     def artifact_path(self, uri: str) -> Path:
-        key = LocalStore(self.artifacts).key_for(uri)
-        assert key is not None, f"{uri} is not in the local artifact store {self.artifacts}"
-        return self.artifacts / key
+        root = self.artifact_root()
+        key = LocalStore(root).key_for(uri)
+        assert key is not None, f"{uri} is not in the local artifact store {root}"
+        return root / key
 
     def load_model(self, mv: Mapping[str, Any]) -> Any:
         """The model straight from its artifact, through the safe loader (sha256 + trusted types)."""
@@ -389,13 +414,15 @@ def assert_pods_ran_on_node(cluster: Cluster) -> None:
     """No simulated completion: every pod was bound to the local node and ran as a local process."""
     for pod in cluster.list("Pod"):
         name = pod["metadata"]["name"]
-        assert pod["spec"].get("nodeName") == cluster.node_name, (
-            f"pod {name} on {pod['spec'].get('nodeName')}"
-        )
+        node = pod["spec"].get("nodeName")
+        assert node and (cluster.node_name is None or node == cluster.node_name), f"pod {name} on {node}"
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
         assert statuses, f"pod {name} has no container status"
         for s in statuses:
-            assert str(s.get("containerID", "")).startswith("local://"), f"pod {name}: {s}"
+            container_id = str(s.get("containerID", ""))
+            assert container_id, f"pod {name}: {s}"
+            if cluster.container_prefix is not None:
+                assert container_id.startswith(cluster.container_prefix), f"pod {name}: {s}"
 
 
 # --------------------------------------------------------------------------- data

@@ -93,6 +93,22 @@ class Kube:
             raise ApiError(response.status, response.reason or "", text)
         return dict(json.loads(text)) if text else {}
 
+    def raw(self, method: str, path: str, *, body: Any = None, timeout: float = 30.0) -> tuple[int, bytes]:
+        """One request with the kubeconfig's credentials; the status and body whatever they are
+        (for the API server's proxy subresources, whose answers are the proxied server's)."""
+        pool = self.api_client.rest_client.pool_manager
+        payload = None if body is None else json.dumps(body).encode()
+        response = pool.request(
+            method,
+            self._url(path),
+            body=payload,
+            headers=self._headers("application/json" if payload is not None else None),
+            timeout=urllib3.Timeout(connect=10.0, read=timeout),
+            preload_content=True,
+            retries=False,
+        )
+        return int(response.status), bytes(response.data)
+
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self.request("GET", path, params=params)
 

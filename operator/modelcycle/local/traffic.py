@@ -17,6 +17,18 @@ Where the list comes from:
   resolved against the pod's container ports.
 
 `source="auto"` (the default) uses the EndpointSlices when they list any address, else the pods.
+
+How a request reaches the endpoint it was sent to (the transport, `use_transport`):
+
+- `direct` (the default): HTTP straight to the pod IP; needs pod IPs routable from this host
+  (the local node's loopback addresses are);
+- `service-proxy`: through the API server's proxy, with the kubeconfig's credentials, for a
+  cluster whose pod IPs this host cannot reach (kind). Each request still goes to the endpoint
+  the client picked (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/v2/...`, the per-pod form
+  of `services/<svc>:<port>/proxy`), so a result still says which pod answered and feedback
+  still reaches the pod that made the prediction. It adds a hop (latency), and the API server
+  refuses to proxy to loopback addresses ("address not allowed"), so it does not work against
+  the local node's pods.
 """
 
 from __future__ import annotations
@@ -31,11 +43,13 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 from modelcycle.local.node_kube import ApiError, Kube, WatchExpired
 
 Source = Literal["auto", "endpointslices", "pods"]
+TransportName = Literal["direct", "service-proxy"]
+TRANSPORTS: tuple[str, ...] = ("direct", "service-proxy")
 VERSION_LABEL = "modelcycle.io/version"
 WATCH_SECONDS = 60
 
@@ -361,6 +375,14 @@ def infer_body(
     return body
 
 
+def _parse(data: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(data) if data else {}
+    except ValueError:
+        parsed = {"raw": data[:200].decode(errors="replace")}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
 def http_json(
     endpoint: Endpoint, method: str, path: str, body: Any = None, *, timeout: float = 10.0
 ) -> tuple[int, dict[str, Any]]:
@@ -378,20 +400,80 @@ def http_json(
         raise RequestFailed(endpoint, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
     finally:
         connection.close()
-    try:
-        parsed = json.loads(data) if data else {}
-    except ValueError:
-        parsed = {"raw": data[:200].decode(errors="replace")}
-    return response.status, parsed if isinstance(parsed, dict) else {"value": parsed}
+    return response.status, _parse(data)
+
+
+class Transport(Protocol):
+    def __call__(
+        self, endpoint: Endpoint, method: str, path: str, body: Any = None, *, timeout: float = 10.0
+    ) -> tuple[int, dict[str, Any]]: ...
+
+
+class ApiServerProxy:
+    """Requests to a pod through the API server's proxy subresource, with the kubeconfig's
+    credentials: `/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy<path>`."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    def url_path(self, endpoint: Endpoint, path: str) -> str:
+        pod = f"{_quote(endpoint.pod)}:{endpoint.port}"
+        return f"/api/v1/namespaces/{_quote(self.namespace)}/pods/{pod}/proxy{path}"
+
+    def __call__(
+        self, endpoint: Endpoint, method: str, path: str, body: Any = None, *, timeout: float = 10.0
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            status, data = self.kube.raw(method, self.url_path(endpoint, path), body=body, timeout=timeout)
+        except Exception as exc:  # urllib3's errors: the connection to the API server failed
+            raise RequestFailed(
+                endpoint, f"{method} {path} via the API server: {type(exc).__name__}: {exc}"
+            ) from exc
+        return status, _parse(data)
+
+
+_transport_name: TransportName = "direct"
+
+
+def use_transport(name: str) -> TransportName:
+    """Select how OipClient reaches endpoints when it is given no transport; returns the previous."""
+    global _transport_name
+    if name not in TRANSPORTS:
+        raise ValueError(f"unknown transport {name!r}: one of {', '.join(TRANSPORTS)}")
+    previous, _transport_name = _transport_name, cast(TransportName, name)
+    return previous
+
+
+def current_transport() -> TransportName:
+    return _transport_name
+
+
+def transport_for(name: str, kube: Kube, namespace: str) -> Transport:
+    if name == "direct":
+        return http_json
+    if name == "service-proxy":
+        return ApiServerProxy(kube, namespace)
+    raise ValueError(f"unknown transport {name!r}: one of {', '.join(TRANSPORTS)}")
 
 
 class OipClient:
     """Open Inference Protocol v2 to a Service's ready endpoints, round-robin, one per request."""
 
-    def __init__(self, endpoints: ServiceEndpoints, model: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoints: ServiceEndpoints,
+        model: str,
+        *,
+        timeout: float = 10.0,
+        transport: Transport | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.model = model
         self.timeout = timeout
+        self.transport: Transport = transport or transport_for(
+            current_transport(), endpoints.kube, endpoints.namespace
+        )
         self._counter = itertools.count()
         self._lock = threading.Lock()
 
@@ -415,7 +497,7 @@ class OipClient:
     ) -> InferResult:
         target = endpoint or self.pick()
         began = time.perf_counter()
-        status, body = http_json(
+        status, body = self.transport(
             target,
             "POST",
             f"/v2/models/{_quote(self.model)}/infer",
@@ -428,7 +510,7 @@ class OipClient:
 
     def get(self, path: str, *, endpoint: Endpoint | None = None) -> dict[str, Any]:
         target = endpoint or self.pick()
-        status, body = http_json(
+        status, body = self.transport(
             target, "GET", f"/v2/models/{_quote(self.model)}{path}", timeout=self.timeout
         )
         if status != 200:
@@ -436,7 +518,7 @@ class OipClient:
         return body
 
     def feedback(self, items: Sequence[Mapping[str, Any]], *, endpoint: Endpoint) -> dict[str, Any]:
-        status, body = http_json(
+        status, body = self.transport(
             endpoint, "POST", f"/v2/models/{_quote(self.model)}/feedback", list(items), timeout=self.timeout
         )
         if status != 200:
@@ -557,6 +639,7 @@ def reachable(endpoint: Endpoint, path: str = "/v2/health/ready") -> bool:
 
 __all__ = [
     "ApiError",
+    "ApiServerProxy",
     "Endpoint",
     "InferResult",
     "NoReadyEndpoints",
@@ -566,11 +649,15 @@ __all__ = [
     "ServiceEndpoints",
     "Traffic",
     "TrafficStats",
+    "Transport",
     "chunks",
+    "current_transport",
     "endpoints_from_pods",
     "endpoints_from_slices",
     "http_json",
     "infer_body",
     "is_loopback",
     "reachable",
+    "transport_for",
+    "use_transport",
 ]
