@@ -20,6 +20,7 @@ from support.lifecycle import (
     finish,
     kubectl_wait,
     ready_dataset,
+    stays,
     trained_run,
 )
 from support.operator import OperatorProcess
@@ -203,6 +204,8 @@ def test_spec_is_immutable_and_deleting_the_version_collects_its_job(
 
     objects.delete("ModelVersion", "iris-v1")
     eventually(lambda: objects.job("iris-v1-validate") is None, timeout=60, what="GC of the validation Job")
+    # A ModelVersion is a record: the run that registered it does not bring it back.
+    assert stays(lambda: objects.get("ModelVersion", "iris-v1") is None, seconds=5)
     # The run stays Succeeded: the version it registered was deleted by a user, not by the run.
     run = objects.get("TrainingRun", "run")
     assert condition(run, "Succeeded")["status"] == "True"

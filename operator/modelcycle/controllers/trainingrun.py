@@ -180,6 +180,10 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         )
     if mine:
         return _registered(run, mine[0], job, None)
+    status = run.get("status") or {}
+    if status.get("modelVersion") and conditions.is_true(status.get("conditions"), conditions.SUCCEEDED):
+        # The version this run registered is a record its users own: deleted, it stays deleted.
+        return runtime.Outcome()
 
     events: list[runtime.Event] = []
     if job is not None and job["metadata"].get("deletionTimestamp"):
