@@ -94,7 +94,7 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     if job is not None and job["metadata"].get("deletionTimestamp"):
         return runtime.Outcome(
             status={
-                "conditions": workload.updated_conditions(
+                "conditions": runtime.updated_conditions(
                     dataset,
                     [
                         (
@@ -128,7 +128,7 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             if j["metadata"]["name"] != name
         )
         if refreshing:
-            updated = workload.updated_conditions(
+            updated = runtime.updated_conditions(
                 dataset,
                 [
                     (
@@ -144,7 +144,7 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             phase = "Refreshing"
         else:
             message = f"data Job {name} is taking, validating and profiling the snapshot"
-            updated = workload.updated_conditions(
+            updated = runtime.updated_conditions(
                 dataset,
                 [
                     (conditions.READY, False, "Snapshotting", message),
@@ -205,7 +205,7 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     previous = status.get("snapshot") or {}
     if previous.get("sha256") != snapshot.get("sha256") or status.get("jobName") != name:
         events.append(runtime.Event("SnapshotReady", f"{message} (Job {name})"))
-    updated = workload.updated_conditions(
+    updated = runtime.updated_conditions(
         dataset,
         [
             (conditions.READY, True, "SnapshotReady", message),

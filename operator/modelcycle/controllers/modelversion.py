@@ -112,7 +112,7 @@ def _progress(
     status: dict[str, Any] | None = None,
     events: list[runtime.Event] | None = None,
 ) -> runtime.Outcome:
-    updated = workload.updated_conditions(
+    updated = runtime.updated_conditions(
         version,
         [
             (conditions.READY, False, reason, message),
@@ -203,7 +203,7 @@ def reconcile(version: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         version, conditions.VALIDATED, "True" if result["validated"] else "False", reason
     ):
         events.append(runtime.Event(phase, ready_message, event_type))
-    updated = workload.updated_conditions(
+    updated = runtime.updated_conditions(
         version,
         [
             (conditions.READY, True, phase, ready_message),

@@ -393,38 +393,12 @@ def stalled_outcome(
     Returned directly by a reconcile for a verdict that stands until the spec changes (a failed
     Job); the Runner uses it too for a raised `Stalled`, which it also retries with backoff.
     """
-    generation = obj["metadata"].get("generation")
-    stamp = now()
     current = (obj.get("status") or {}).get("conditions")
-    updated = conditions.set_condition(
-        current,
-        type_=conditions.STALLED,
-        status=True,
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=stamp,
+    updated = updated_conditions(
+        obj,
+        [(conditions.STALLED, True, reason, message), (conditions.READY, False, reason, message), *extra],
+        remove=(conditions.RECONCILING,),
     )
-    updated = conditions.set_condition(
-        updated,
-        type_=conditions.READY,
-        status=False,
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=stamp,
-    )
-    updated = conditions.remove(updated, conditions.RECONCILING)
-    for type_, value, extra_reason, extra_message in extra:
-        updated = conditions.set_condition(
-            updated,
-            type_=type_,
-            status=value,
-            reason=extra_reason,
-            message=extra_message,
-            generation=generation,
-            now=stamp,
-        )
     previous = conditions.find(current, conditions.STALLED)
     already_reported = (
         previous is not None
@@ -449,37 +423,35 @@ def progress_conditions(
 
     extra: (type, status, reason, message) of kind-specific conditions such as Validated.
     """
+    updates: list[tuple[str, bool | str, str, str]] = [(conditions.READY, ready, reason, message)]
+    if reconciling:
+        updates.append((conditions.RECONCILING, True, reason, message))
+    return updated_conditions(
+        obj,
+        [*updates, *extra],
+        remove=(conditions.STALLED,) if reconciling else (conditions.STALLED, conditions.RECONCILING),
+    )
+
+
+def updated_conditions(
+    obj: dict[str, Any],
+    updates: list[tuple[str, bool | str, str, str]] | tuple[tuple[str, bool | str, str, str], ...],
+    *,
+    remove: tuple[str, ...] = (),
+) -> conditions.Conditions:
+    """The object's conditions with `remove` dropped and `updates` (type, status, reason, message) set."""
     generation = obj["metadata"].get("generation")
     stamp = now()
-    updated = conditions.remove((obj.get("status") or {}).get("conditions"), conditions.STALLED)
-    updated = conditions.set_condition(
-        updated,
-        type_=conditions.READY,
-        status=ready,
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=stamp,
-    )
-    if reconciling:
-        updated = conditions.set_condition(
-            updated,
-            type_=conditions.RECONCILING,
-            status=True,
-            reason=reason,
-            message=message,
-            generation=generation,
-            now=stamp,
-        )
-    else:
-        updated = conditions.remove(updated, conditions.RECONCILING)
-    for type_, status, extra_reason, extra_message in extra:
+    updated = (obj.get("status") or {}).get("conditions") or []
+    for type_ in remove:
+        updated = conditions.remove(updated, type_)
+    for type_, value, reason, message in updates:
         updated = conditions.set_condition(
             updated,
             type_=type_,
-            status=status,
-            reason=extra_reason,
-            message=extra_message,
+            status=value,
+            reason=reason,
+            message=message,
             generation=generation,
             now=stamp,
         )

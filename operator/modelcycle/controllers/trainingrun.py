@@ -121,7 +121,7 @@ def _registered(
     events = []
     if status.get("modelVersion") != name:
         events.append(runtime.Event("ModelRegistered", message))
-    updated = workload.updated_conditions(
+    updated = runtime.updated_conditions(
         run,
         [
             (conditions.READY, True, "ModelRegistered", message),
@@ -148,7 +148,7 @@ def _waiting(
     status: dict[str, Any] | None = None,
     requeue_after: float | None = None,
 ) -> runtime.Outcome:
-    updated = workload.updated_conditions(
+    updated = runtime.updated_conditions(
         run,
         [
             (conditions.READY, False, reason, message),

@@ -133,31 +133,6 @@ def transitioned(obj: dict[str, Any], type_: str, status: str, reason: str) -> b
     return found is None or found.get("status") != status or found.get("reason") != reason
 
 
-def updated_conditions(
-    obj: dict[str, Any],
-    updates: list[tuple[str, bool | str, str, str]],
-    *,
-    remove: tuple[str, ...] = (),
-) -> conditions.Conditions:
-    """The object's conditions with `updates` (type, status, reason, message) set and `remove` dropped."""
-    generation = obj["metadata"].get("generation")
-    stamp = runtime.now()
-    updated = (obj.get("status") or {}).get("conditions") or []
-    for type_ in remove:
-        updated = conditions.remove(updated, type_)
-    for type_, value, reason, message in updates:
-        updated = conditions.set_condition(
-            updated,
-            type_=type_,
-            status=value,
-            reason=reason,
-            message=message,
-            generation=generation,
-            now=stamp,
-        )
-    return updated
-
-
 def delete_job_to_retry(client: kube.Client, job: dict[str, Any], outcome: JobResult) -> None:
     """A Job that failed for a reason a retry may fix: delete it (it is recreated after backoff)."""
     client.delete(kind="Job", namespace=job["metadata"]["namespace"], name=job["metadata"]["name"])
