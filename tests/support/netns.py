@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import subprocess
 
 # RFC 2544 benchmarking range: used only inside the namespace we create, never routed elsewhere.
 _SUBNET_PREFIX = "198.18"
+_NAME_PREFIX = "mcpods"
 
 
 class PodNetwork:
     """A network namespace with `size` addresses the root namespace reaches over a veth pair."""
 
-    def __init__(self, *, size: int = 8) -> None:
-        tag = os.getpid() % 100000
-        self.name = f"mcpods{tag}"
+    def __init__(self, *, size: int = 8, pid: int | None = None) -> None:
+        pid = os.getpid() if pid is None else pid
+        tag = pid % 100000
+        self.name = f"{_NAME_PREFIX}{pid}"
         self.host_link = f"mch{tag}"
         self.pod_link = f"mcp{tag}"
         self.third_octet = tag % 250 + 1
@@ -65,6 +68,7 @@ def shared() -> PodNetwork | None:
         if os.geteuid() != 0 or shutil.which("ip") is None:
             _unavailable = True
             return None
+        _remove_stale()
         network = PodNetwork()
         try:
             network.create()
@@ -75,6 +79,15 @@ def shared() -> PodNetwork | None:
         atexit.register(network.delete)
         _shared = network
     return _shared
+
+
+def _remove_stale() -> None:
+    """Delete namespaces left by test processes that died without cleaning up (SIGKILL): their
+    host-side routes would shadow a subnet this process may pick."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False)
+    for name in re.findall(rf"^{_NAME_PREFIX}(\d+)", listing.stdout, re.MULTILINE):
+        if not os.path.exists(f"/proc/{name}"):
+            PodNetwork(pid=int(name)).delete()
 
 
 def exec_prefix(address: str) -> list[str]:
