@@ -230,19 +230,9 @@ def ensure_default_class_claim(kube: Kube, namespace: str, claim: str) -> None:
     with WaitForFirstConsumer, so it is not waited for here)."""
     kube.create(
         f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {
-                "name": claim,
-                "namespace": namespace,
-                "labels": {"app.kubernetes.io/part-of": "modelcycle"},
-            },
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": EXTERNAL_ARTIFACT_SIZE}},
-            },
-        },
+        platform.artifact_claim(
+            namespace=namespace, claim=claim, volume=None, capacity=EXTERNAL_ARTIFACT_SIZE
+        ),
     )
 
 

@@ -421,7 +421,16 @@ def artifact_volume(*, name: str, path: Path, node_name: str, namespace: str, cl
     }
 
 
-def artifact_claim(*, namespace: str, claim: str, volume: str) -> dict[str, Any]:
+def artifact_claim(
+    *, namespace: str, claim: str, volume: str | None, capacity: str = ARTIFACT_CAPACITY
+) -> dict[str, Any]:
+    """The artifact claim: bound to our local `volume`, or (None) from the default StorageClass."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": capacity}},
+    }
+    if volume is not None:
+        spec.update(storageClassName="", volumeName=volume)
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -430,12 +439,7 @@ def artifact_claim(*, namespace: str, claim: str, volume: str) -> dict[str, Any]
             "namespace": namespace,
             "labels": {"app.kubernetes.io/part-of": "modelcycle"},
         },
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "",
-            "volumeName": volume,
-            "resources": {"requests": {"storage": ARTIFACT_CAPACITY}},
-        },
+        "spec": spec,
     }
 
 
