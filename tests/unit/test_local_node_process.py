@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcycle.local.node_process import Run, is_same_process, start_run
+from modelcycle.local.node_process import Run, is_same_process, start_run, write_json
 from modelcycle.local.node_status import Terminated
 from modelcycle.local.node_wrapper import exit_code_of
 from modelcycle.local.procfs import start_ticks
@@ -126,3 +126,23 @@ def test_command_that_cannot_start_is_recorded(tmp_path: Path) -> None:
     ended = wait_for_end(run)
     assert ended.exit_code == 127
     assert ended.reason == "ContainerCannotRun"
+
+
+def test_a_run_whose_wrapper_pid_was_never_noted_is_found_by_the_wrappers_own_record(
+    tmp_path: Path,
+) -> None:
+    run = start(tmp_path, "import time; time.sleep(60)")
+    # As if the agent died right after starting the wrapper, before it noted the wrapper's pid.
+    write_json(tmp_path / "run" / "run.json", {"startedAt": run.started_at, "log": str(run.log_path)})
+    again = Run.load(tmp_path / "run")
+    assert again is not None
+    assert (again.wrapper_pid, again.wrapper_ticks) == (run.wrapper_pid, run.wrapper_ticks)
+    assert again.poll() is None
+    again.kill()
+    assert wait_for_end(again).exit_code == 137
+
+
+def test_a_record_whose_wrapper_never_started_loads_as_no_run(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    write_json(tmp_path / "run" / "run.json", {"startedAt": "2026-01-01T00:00:00Z", "log": "0.log"})
+    assert Run.load(tmp_path / "run") is None

@@ -147,9 +147,7 @@ class Container:
         )
 
     def load(self) -> None:
-        data = _read_json(self.state_file)
-        if data is None:
-            return
+        data = _read_json(self.state_file) or {}
         self.restart_count = int(data.get("restartCount") or 0)
         self.starts = int(data.get("starts") or 0)
         self.backoff = float(data.get("backoff") or 0.0)
@@ -157,11 +155,18 @@ class Container:
             self.terminated = Terminated.from_json(data["terminated"])
         if data.get("lastTerminated"):
             self.last_terminated = Terminated.from_json(data["lastTerminated"])
-        if self.starts and self.terminated is None:
+        if self.terminated is not None:
+            return
+        if self.starts:
             self.run = Run.load(self.run_dir(self.starts - 1))
-            if self.run is not None:
-                self.started_mono = time.monotonic()
-                self.waiting = ("", None)
+        uncounted = Run.load(self.run_dir(self.starts))
+        if uncounted is not None:  # the previous agent stopped between starting it and counting it
+            self.restart_count += 1 if self.starts else 0
+            self.starts += 1
+            self.run = uncounted
+        if self.run is not None:
+            self.started_mono = time.monotonic()
+            self.waiting = ("", None)
 
 
 class PodWorker(threading.Thread):
@@ -523,17 +528,18 @@ class PodWorker(threading.Thread):
         except ContainerConfigError as exc:
             self._config_error(container, exc)
             return
-        if container.starts:
-            container.restart_count += 1
         index = container.starts
-        container.starts += 1
-        container.save()  # before the process exists: a restarted agent never starts this run twice
+        restart_count = container.restart_count + (1 if index else 0)
         container.termination_log.parent.mkdir(parents=True, exist_ok=True)
         container.termination_log.write_bytes(b"")
-        log_path = self.log_dir / container.name / f"{container.restart_count}.log"
+        log_path = self.log_dir / container.name / f"{restart_count}.log"
         run_dir = container.run_dir(index)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)  # a record whose wrapper never started
+        # start_run records the run in run_dir before the process exists, and the count is saved
+        # after: an agent killed in between re-attaches to it (Container.load), never starts it twice.
         container.run = start_run(run_dir, argv=plan.argv, env=plan.env, cwd=plan.cwd, log_path=log_path)
+        container.starts = index + 1
+        container.restart_count = restart_count
         container.plan = plan
         container.started_mono = time.monotonic()
         container.waiting = ("", None)

@@ -1,7 +1,9 @@
 """Container processes of the local node: start through the wrapper, find again after a restart, stop.
 
 Each start of a container (a "run") has a directory holding:
-  run.json    written by the agent: the wrapper's pid and start time, the log file
+  run.json    written by the agent: first the start time and log file (before the wrapper is
+              started), then also the wrapper's pid and start time
+  wrapper.json written by the wrapper as it starts: its own pid and start time
   child.json  written by the wrapper: the container process's pid and start time
   exit.json   written by the wrapper when the process ends: exit code, signal, times
 The wrapper and the process lead their own sessions, so they outlive the agent; an agent that
@@ -145,9 +147,15 @@ class Run:
 
     @classmethod
     def load(cls, directory: Path) -> Run | None:
+        """The run recorded in `directory`; None when none was, or when the agent stopped before
+        the wrapper started (nothing runs for that record)."""
         data = _read_json(directory / RUN_FILE)
         if data is None:
             return None
+        if data.get("wrapperPid") is None:  # the agent stopped before it noted the wrapper's pid
+            data = {**data, **_wrapper_record(directory)}
+            if data.get("wrapperPid") is None:
+                return None
         return cls(
             directory=directory,
             wrapper_pid=int(data["wrapperPid"]),
@@ -157,13 +165,24 @@ class Run:
         )
 
 
+def _wrapper_record(directory: Path) -> dict[str, Any]:
+    record = _read_json(directory / node_wrapper.WRAPPER_FILE)
+    if record is None:
+        return {}
+    return {"wrapperPid": record.get("pid"), "wrapperStartTicks": record.get("startTicks")}
+
+
 def start_run(
     directory: Path, *, argv: Sequence[str], env: Mapping[str, str], cwd: str, log_path: Path
 ) -> Run:
-    """Start `argv` through the wrapper in a session of its own; stdout and stderr go to `log_path`."""
+    """Start `argv` through the wrapper in a session of its own; stdout and stderr go to `log_path`.
+
+    The run is recorded before the wrapper starts, so an agent killed at any point of this call
+    finds the run again (`Run.load`) or knows that nothing was started."""
     directory.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started_at = rfc3339(datetime.datetime.now(datetime.UTC))
+    write_json(directory / RUN_FILE, {"startedAt": started_at, "log": str(log_path)})
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
             [sys.executable, "-I", "-S", str(WRAPPER), str(directory), "--", *argv],

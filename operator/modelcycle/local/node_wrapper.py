@@ -2,11 +2,12 @@
 
     python -I -S node_wrapper.py RUN_DIR -- EXECUTABLE ARG...
 
-It starts the container's process in a process group of its own, records the process's pid and
-start time in RUN_DIR/child.json, waits for it, and records how it ended in RUN_DIR/exit.json
-(written atomically). It runs in a session of its own, so it and the container outlive the node
-agent: an agent that restarts re-attaches by these files and reads the exit code of a process
-that ended while it was away.
+It records its own pid and start time in RUN_DIR/wrapper.json (so an agent killed before it
+noted the wrapper's pid still finds it), starts the container's process in a process group of its
+own, records the process's pid and start time in RUN_DIR/child.json, waits for it, and records
+how it ended in RUN_DIR/exit.json (written atomically). It runs in a session of its own, so it
+and the container outlive the node agent: an agent that restarts re-attaches by these files and
+reads the exit code of a process that ended while it was away.
 
 Signals: SIGTERM, SIGINT and SIGHUP sent to the wrapper are forwarded to the container process
 only (as a container runtime signals PID 1); SIGKILL goes from the agent to the container's
@@ -24,6 +25,7 @@ import subprocess
 import sys
 from types import FrameType
 
+WRAPPER_FILE = "wrapper.json"
 CHILD_FILE = "child.json"
 EXIT_FILE = "exit.json"
 
@@ -62,6 +64,8 @@ def main(argv: list[str]) -> int:
         return 2
     run_dir, command = argv[0], argv[2:]
     started_at = _now()
+    me = os.getpid()
+    _write_json(os.path.join(run_dir, WRAPPER_FILE), {"pid": me, "startTicks": _start_ticks(me)})
     pending: list[int] = []
     child: subprocess.Popen[bytes] | None = None
 
