@@ -257,3 +257,12 @@ def test_url_and_pod_selector() -> None:
     selector = serving.pod_selector(mdep(), version=3)
     assert f"{meta.VERSION}=3" in selector.split(",")
     assert f"{meta.OWNER}=iris" in selector.split(",")
+
+
+def test_server_drains_before_closing_within_the_grace_period() -> None:
+    pod = deployment()["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    drain = float(args[args.index("--drain-delay") + 1])
+    in_flight = float(args[args.index("--shutdown-timeout") + 1])
+    assert drain > 0
+    assert drain + in_flight < pod["terminationGracePeriodSeconds"]

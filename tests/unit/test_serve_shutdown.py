@@ -66,3 +66,29 @@ def test_idle_and_slow_connections_are_closed(tmp_path: Path) -> None:
         assert answer.startswith(b"HTTP/1.1 408") and b"error" in answer
         assert time.monotonic() - started < 8
         assert server.get("/v2/health/ready").status_code == 200
+
+
+def test_sigterm_with_drain_delay_answers_new_requests_while_not_ready(tmp_path: Path) -> None:
+    model = models.iris_classifier(tmp_path / "iris")
+    request = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 4], "data": model.x[:1].tolist()}]}
+    with serve(model.path, name="iris", args=("--drain-delay", "3")) as server:
+        assert server.get("/v2/health/ready").status_code == 200
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # Load balancers see it is not ready; requests they still route here are answered.
+        assert server.get("/v2/health/ready").status_code == 503
+        answered = server.post("/v2/models/iris/infer", json=request)
+        assert answered.status_code == 200, answered.text
+        assert server.proc.poll() is None
+        assert server.proc.wait(15) == 0
+        assert "stopped (clean)" in server.stderr()
+
+
+def test_second_signal_cuts_the_drain_delay_short(tmp_path: Path) -> None:
+    model = models.iris_classifier(tmp_path / "iris")
+    with serve(model.path, name="iris", args=("--drain-delay", "60")) as server:
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.proc.poll() is None
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(10) == 0

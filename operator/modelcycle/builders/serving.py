@@ -42,6 +42,11 @@ READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 METRICS_PATH = "/metrics"
 DEFAULT_REVISION_HISTORY = 5
+# A terminating server keeps answering (not ready) while endpoint controllers, kube-proxy and
+# ingresses stop routing to it, then answers what it has in flight; both within the grace period.
+DRAIN_DELAY_SECONDS = 5.0
+SHUTDOWN_TIMEOUT_SECONDS = 20.0
+TERMINATION_GRACE_SECONDS = 30
 
 
 def parse_spec(mdep: dict[str, Any]) -> modeldeployment.ModelDeploymentSpec:
@@ -141,6 +146,10 @@ def serve_args(mdep: dict[str, Any], mv: dict[str, Any]) -> list[str]:
         str(batching.max_batch_size),
         "--max-delay-us",
         str(batching.max_delay_microseconds),
+        "--drain-delay",
+        f"{DRAIN_DELAY_SECONDS:g}",
+        "--shutdown-timeout",
+        f"{SHUTDOWN_TIMEOUT_SECONDS:g}",
     ]
     if version.lineage is not None and version.lineage.profile_uri:
         args += ["--reference-profile", version.lineage.profile_uri]
@@ -190,7 +199,7 @@ def pod_template(
         ports=[{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         probes=probes(),
     )
-    pod_spec["terminationGracePeriodSeconds"] = 30
+    pod_spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
     return {
         "metadata": {
             "labels": pod_labels(mdep, mv, track),

@@ -5,8 +5,10 @@
 
 The model is loaded once (sha256 checked, safe skops load); `metadata.json` is read from the same
 directory. With `--reference-profile`, live feature values are counted over the profile's bins for
-drift (`GET /v2/models/{name}/drift`, `/stats`, `/metrics`). SIGTERM or SIGINT: stop accepting,
-answer the requests already received, exit 0. Endpoints and the `/stats` contract: docs/serving.md.
+drift (`GET /v2/models/{name}/drift`, `/stats`, `/metrics`). SIGTERM or SIGINT: readiness fails at
+once; after `--drain-delay` seconds of still answering (a second signal cuts it short), stop
+accepting, answer the requests already received, exit 0. Endpoints and the `/stats` contract:
+docs/serving.md.
 """
 
 from __future__ import annotations
@@ -97,7 +99,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run predict calls on the event loop (no, the default: fastest, see benchmarks/README.md) "
         "or in a worker thread (yes: the loop keeps answering health checks during long predicts)",
     )
-    parser.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to drain on SIGTERM")
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        help="seconds to keep accepting requests after SIGTERM, with readiness already failing, so "
+        "load balancers stop routing here before the listener closes (Kubernetes removes a "
+        "terminating pod from Service endpoints asynchronously)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to answer in-flight requests once no longer accepting",
+    )
     parser.add_argument(
         "--keepalive-timeout", type=float, default=75.0, help="close idle keep-alive connections (seconds)"
     )
@@ -254,8 +269,13 @@ async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | 
     )
     print(json.dumps({"event": "listening", "host": args.host, "port": port}), flush=True)
     await stop.wait()
-    log.info("shutting down: answering in-flight requests")
     app.ready = False
+    if args.drain_delay > 0:
+        log.info("not ready; still answering for %gs so traffic moves elsewhere first", args.drain_delay)
+        stop.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.drain_delay)
+    log.info("shutting down: answering in-flight requests")
     clean = await server.shutdown(args.shutdown_timeout)
     await app.close()
     if executor is not None:
