@@ -49,7 +49,6 @@ OPERATOR_IMAGE := $(OPERATOR_REPO):$(IMAGE_TAG)
 WORKLOAD_IMAGE := $(WORKLOAD_REPO):$(IMAGE_TAG)
 KIND           ?= kind
 KIND_CLUSTER   ?= modelcycle-e2e
-KIND_KUBECONFIG ?= $(CACHE)/kind-$(KIND_CLUSTER).kubeconfig
 
 .PHONY: images helm-lint deploy-sync e2e-kind
 
@@ -72,12 +71,6 @@ deploy-sync: setup
 
 # A kind cluster with the images loaded and the chart installed, then the e2e tier against it.
 e2e-kind: setup images
-	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s
-	$(KIND) load docker-image $(OPERATOR_IMAGE) $(WORKLOAD_IMAGE) --name $(KIND_CLUSTER)
-	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG)
-	$(KUBECTL) --kubeconfig $(KIND_KUBECONFIG) apply -f manifests/base/namespace.yaml
-	$(HELM) upgrade --install modelcycle charts/modelcycle --kubeconfig $(KIND_KUBECONFIG) \
-	  --namespace modelcycle-system --wait --timeout 5m \
-	  --set operator.image.repository=$(OPERATOR_REPO) --set operator.image.tag=$(IMAGE_TAG) \
-	  --set workload.image.repository=$(WORKLOAD_REPO) --set workload.image.tag=$(IMAGE_TAG)
-	KUBECONFIG=$(KIND_KUBECONFIG) MODELCYCLE_E2E_KUBECONFIG=$(KIND_KUBECONFIG) $(BIN)/pytest tests/e2e
+	KIND='$(KIND)' KIND_CLUSTER='$(KIND_CLUSTER)' CACHE='$(CACHE)' HELM='$(HELM)' KUBECTL='$(KUBECTL)' \
+	  PYTEST='$(BIN)/pytest' OPERATOR_REPO='$(OPERATOR_REPO)' WORKLOAD_REPO='$(WORKLOAD_REPO)' \
+	  IMAGE_TAG='$(IMAGE_TAG)' bash tools/kind/e2e.sh
