@@ -204,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # kopf logs "Handler ... succeeded" for every watch event; the operator logs its Events.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.kubeconfig:
         if not os.path.exists(args.kubeconfig):
             raise errors.UserError(f"kubeconfig {args.kubeconfig} does not exist")

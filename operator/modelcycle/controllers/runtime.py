@@ -182,6 +182,16 @@ def emit_event(client: kube.Client, obj: dict[str, Any], event: Event) -> None:
         "lastTimestamp": stamp,
         "count": 1,
     }
+    # The Event is also the operator's log line: what happened to which object, and why.
+    logger.log(
+        logging.INFO if event.type == "Normal" else logging.WARNING,
+        "%s %s/%s: %s: %s",
+        obj["kind"],
+        metadata["namespace"],
+        metadata["name"],
+        event.reason,
+        event.message,
+    )
     try:
         client.create(body)
     except kube.ApiError as exc:
