@@ -26,6 +26,7 @@ API server refuses to proxy to). Tests that kill or restart the suite's own oper
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -39,9 +40,9 @@ import pytest
 
 from modelcycle import GROUP
 from modelcycle.api import kinds
+from modelcycle.kubeclient import ApiError, Kube, NotFound
 from modelcycle.local import platform, traffic
 from modelcycle.local.controlplane import CONTROL_PLANE_BINARIES
-from modelcycle.local.node_kube import ApiError, Kube
 from support.cluster import api_client_for, describe_namespace, missing_prerequisite, require_binaries
 from support.loop import Cluster, ConditionLog
 from support.operator import OperatorProcess
@@ -157,7 +158,7 @@ def e2e_kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
         if not external.is_file():
             pytest.fail(f"{EXTERNAL_KUBECONFIG_ENV}={external}: no such file", pytrace=False)
         kubeconfig = external
-    kube = Kube(kubeconfig, user_agent="modelcycle-e2e")
+    kube = Kube.from_kubeconfig(kubeconfig, user_agent="modelcycle-e2e")
     yield kube
     kube.close()
 
@@ -318,17 +319,11 @@ def new_cluster(request: pytest.FixtureRequest, e2e_target: Target) -> Iterator[
 
 
 def _delete_namespace(kube: Kube, namespace: str) -> None:
-    try:
+    with contextlib.suppress(NotFound):
         kube.delete(f"/api/v1/namespaces/{namespace}", {"propagationPolicy": "Background"})
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
     volume = platform.artifact_volume_name(namespace, ARTIFACT_CLAIM)
-    try:
+    with contextlib.suppress(NotFound):
         kube.delete(f"/api/v1/persistentvolumes/{volume}")
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
     # Let the node stop the namespace's pods before the next test loads the machine.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

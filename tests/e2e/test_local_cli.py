@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from modelcycle.kubeclient import Kube
 from modelcycle.local import platform
 from modelcycle.local.controlplane import CONTROL_PLANE_BINARIES, ControlPlaneState, read_state
-from modelcycle.local.node_kube import Kube
 from modelcycle.local.node_process import Run
 from support.cluster import require_binaries
 
@@ -88,7 +88,7 @@ def test_up_twice_reuses_everything_and_down_leaves_no_process(tmp_path: Path) -
         assert state_again is not None
         assert [p.pid for p in state_again.processes] == [p.pid for p in state.processes]
 
-        kube = Kube(Path(state.kubeconfig))
+        kube = Kube.from_kubeconfig(Path(state.kubeconfig))
         try:
             kube.create(
                 f"/apis/apps/v1/namespaces/{state.namespace}/deployments", web_deployment(state.namespace)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def client(api_client: Any) -> kube.Client:
-    return kube.Client(api_client)
+    return kube.Client(api_client.configuration)
 
 
 def mdep_manifest(name: str = "iris", **spec: Any) -> dict[str, Any]:

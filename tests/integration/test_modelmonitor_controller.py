@@ -136,7 +136,7 @@ def served(
     operator = operator_factory(
         extra_args=["--metrics-port", str(metrics_port), "--monitor-stats-access", mode]
     )
-    client = kube.Client(api_client)
+    client = kube.Client(api_client.configuration)
 
     model = models.iris_classifier(tmp_path / "model")
     store = kubelet.store()
@@ -394,7 +394,7 @@ def test_direct_stats_access_reads_the_pods_by_ip(served: Served) -> None:
 
 
 def test_missing_deployment_stalls_and_recovers(api_client: Any, namespace: str, operator: Any) -> None:
-    client = kube.Client(api_client)
+    client = kube.Client(api_client.configuration)
     create_monitor(client, namespace)
     stalled = wait_for(
         lambda: (found := monitor_condition(client, namespace, "Stalled")).get("status") == "True" and found,

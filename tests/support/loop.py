@@ -1,7 +1,7 @@
 """Helpers of the end-to-end tier: apply the examples, follow conditions, check children, send traffic.
 
 Everything goes through the real API server and the real local node: objects are read with a
-plain JSON client (`modelcycle.local.node_kube.Kube`), Jobs complete because their pods really ran.
+plain JSON client (`modelcycle.kubeclient.Kube`), Jobs complete because their pods really ran.
 A `ConditionLog` records every condition every object of a namespace ever reported (by watching
 them), so a test can assert on transitions, not only on the final state.
 """
@@ -24,8 +24,8 @@ import yaml
 
 from modelcycle import API_VERSION
 from modelcycle.api import kinds
+from modelcycle.kubeclient import Kube, WatchExpired
 from modelcycle.local import platform
-from modelcycle.local.node_kube import Kube, WatchExpired
 from modelcycle.workloads.safeload import load_model
 from modelcycle.workloads.store import LocalStore
 

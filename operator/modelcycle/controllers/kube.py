@@ -1,20 +1,25 @@
-"""A thin dict-in, dict-out Kubernetes REST client over the official client's ApiClient.
+"""The operator's dict-in, dict-out Kubernetes client: kind-based paths over `modelcycle.kubeclient`.
 
 Controllers deal in plain manifests (what the builders return), so this wraps the few verbs they
-need instead of the generated per-type classes. Every call has a request timeout.
+need instead of the generated per-type classes. Requests, timeouts and errors are the shared
+client's; `ApiError`, `NotFound` and `Conflict` are re-exported for the controllers to catch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from typing import Any
+from typing import Any, Unpack
 
 import kubernetes
 
 from modelcycle import API_VERSION
+from modelcycle.kubeclient import MERGE_PATCH, ApiError, Conflict, Kube, NotFound, RequestOptions
 
-TIMEOUT = (5, 30)  # connect, read seconds
+__all__ = ["DEFAULT_API_VERSION", "ApiError", "Client", "Conflict", "NotFound", "load_configuration", "path"]
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 30.0
+RETRIES = 3  # urllib3's default Retry(3), which the operator's requests have always had
 
 _PLURALS: dict[str, str] = {
     "Pod": "pods",
@@ -49,26 +54,6 @@ DEFAULT_API_VERSION = {
 _CLUSTER_SCOPED = {"Namespace", "Node", "PersistentVolume"}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, body: str) -> None:
-        self.status = status
-        self.reason = reason
-        self.body = body
-        message = body
-        with contextlib.suppress(ValueError, AttributeError):
-            message = json.loads(body).get("message", body)
-        self.message = message
-        super().__init__(f"{status} {reason}: {message}")
-
-
-class NotFound(ApiError):
-    pass
-
-
-class Conflict(ApiError):
-    """409: AlreadyExists on create, or a resourceVersion conflict on update."""
-
-
 def path(
     *,
     kind: str,
@@ -93,49 +78,17 @@ def path(
 class Client:
     """Verbs on plain dict manifests. Thread-safe (the underlying urllib3 pool is)."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
-        self.api_client = api_client
-
-    def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: Any = None,
-        content_type: str = "application/json",
-        accept: str = "application/json",
-        query: dict[str, Any] | None = None,
-    ) -> bytes:
-        query_params = [(k, v) for k, v in (query or {}).items() if v is not None]
-        method, full_url, headers, body, _ = self.api_client.param_serialize(
-            method,
-            url,
-            query_params=query_params,
-            header_params={"Accept": accept, "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
+    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
+        self.kube = Kube(
+            configuration,
+            user_agent="modelcycle-operator",
+            connect_timeout=CONNECT_TIMEOUT,
+            retries=RETRIES,
         )
-        response = self.api_client.call_api(
-            method, full_url, header_params=headers, body=body, _request_timeout=TIMEOUT
-        )
-        data = response.read() or b""
-        if response.status >= 400:
-            text = data.decode("utf-8", "replace")
-            error_type = {404: NotFound, 409: Conflict}.get(response.status, ApiError)
-            raise error_type(response.status, response.reason or "", text)
-        return bytes(data)
 
-    def _call(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: Any = None,
-        content_type: str = "application/json",
-        query: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        data = self._request(method, url, body=body, content_type=content_type, query=query)
-        return json.loads(data) if data else {}
+    def _call(self, method: str, url: str, **options: Unpack[RequestOptions]) -> dict[str, Any]:
+        options.setdefault("timeout", READ_TIMEOUT)
+        return self.kube.request(method, url, **options)
 
     def get(
         self, *, kind: str, namespace: str | None, name: str, api_version: str | None = None
@@ -161,7 +114,7 @@ class Client:
         result = self._call(
             "GET",
             path(kind=kind, api_version=api_version, namespace=namespace),
-            query={"labelSelector": label_selector},
+            params={"labelSelector": label_selector},
         )
         return list(result.get("items", []))
 
@@ -186,7 +139,7 @@ class Client:
         url = path(
             kind=kind, api_version=api_version, namespace=namespace, name=name, subresource=subresource
         )
-        return self._call("PATCH", url, body=patch, content_type="application/merge-patch+json")
+        return self._call("PATCH", url, body=patch, content_type=MERGE_PATCH)
 
     def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]
@@ -214,17 +167,17 @@ class Client:
     def proxy_get(self, *, namespace: str, pod: str, port: int, url_path: str) -> bytes:
         """GET through the API server's pod proxy (works when the operator runs outside the cluster)."""
         url = f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{url_path.lstrip('/')}"
-        return self._request("GET", url, accept="*/*")
+        return self.kube.fetch("GET", url, accept="*/*", timeout=READ_TIMEOUT)
 
 
-def load_api_client(*, kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+def load_configuration(*, kubeconfig: str | None = None) -> kubernetes.client.Configuration:
     """In-cluster config when running in a pod, else the given (or default) kubeconfig."""
     configuration = kubernetes.client.Configuration()
     if kubeconfig is None:
         try:
             kubernetes.config.load_incluster_config(client_configuration=configuration)
-            return kubernetes.client.ApiClient(configuration)
+            return configuration
         except kubernetes.config.ConfigException:
             pass
     kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return kubernetes.client.ApiClient(configuration)
+    return configuration

@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from modelcycle import GROUP, VERSION, errors
+from modelcycle import GROUP, VERSION, errors, kubeclient
 from modelcycle.api import kinds
 from modelcycle.builders import meta, pods
 from modelcycle.controllers import (  # noqa: F401  (imported to register their reconcilers)
@@ -122,7 +122,7 @@ def settings_from(args: argparse.Namespace) -> runtime.Settings:
 
 def connection_info(config: Any) -> kopf.ConnectionInfo:
     """kopf's credentials from a kubernetes.client.Configuration (kubeconfig or in-cluster)."""
-    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    header = kubeclient.authorization(config)
     parts = header.split(" ", 1) if header else []
     scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
     return kopf.ConnectionInfo(
@@ -160,7 +160,7 @@ def build_registry(runner: runtime.Runner, *, priority: int) -> kopf.OperatorReg
     def login(**_: Any) -> kopf.ConnectionInfo:
         # A plain OperatorRegistry has none of kopf's default login handlers: without this one kopf
         # runs out of credentials. Log in exactly as the operator's own REST client does.
-        return connection_info(runner.ctx.client.api_client.configuration)
+        return connection_info(runner.ctx.client.kube.configuration)
 
     @kopf.on.probe(id="reconciles", registry=registry)
     def reconciles_probe(**_: Any) -> float:
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(args.kubeconfig):
             raise errors.UserError(f"kubeconfig {args.kubeconfig} does not exist")
         os.environ["KUBECONFIG"] = args.kubeconfig
-    client = kube.Client(kube.load_api_client(kubeconfig=args.kubeconfig))
+    client = kube.Client(kube.load_configuration(kubeconfig=args.kubeconfig))
     runner = runtime.Runner(runtime.Context(client=client, settings=settings_from(args)))
     registry = build_registry(runner, priority=args.priority)
     if args.metrics_port:

@@ -19,6 +19,7 @@ conditions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import shutil
 import sys
@@ -34,9 +35,9 @@ import yaml
 from modelcycle import API_VERSION
 from modelcycle.api import kinds
 from modelcycle.errors import UserError
+from modelcycle.kubeclient import Kube, NotFound
 from modelcycle.local import controlplane as cp
 from modelcycle.local import platform, traffic
-from modelcycle.local.node_kube import ApiError, Kube
 
 EXAMPLE = "iris"
 MONITOR_INTERVAL_SECONDS = 10
@@ -131,15 +132,12 @@ def reset_namespace(kube: Kube, namespace: str, artifacts: Path, *, timeout: flo
     deleted = 0
     for kind in RESET_ORDER:
         for item in kube.get(object_path(kind, namespace)).get("items") or []:
-            try:
+            with contextlib.suppress(NotFound):
                 kube.delete(
                     object_path(kind, namespace, item["metadata"]["name"]),
                     {"propagationPolicy": "Background"},
                 )
                 deleted += 1
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
 
     def gone() -> bool:
         left = sum(len(kube.get(object_path(k, namespace)).get("items") or []) for k in RESET_ORDER)
@@ -395,7 +393,7 @@ def _run(args: argparse.Namespace, narrator: Narrator) -> int:
     narrator.done("platform up", f"control plane, node {state.node_name}, operator")
     layout = platform.PlatformLayout(Path(state.root))
     namespace = state.namespace
-    kube = Kube(Path(state.kubeconfig), user_agent="modelcycle-demo")
+    kube = Kube.from_kubeconfig(Path(state.kubeconfig), user_agent="modelcycle-demo")
     artifacts = LocalArtifacts(layout.artifacts)
     follow = Follower(kube, namespace, narrator, timeout=timeout)
     try:

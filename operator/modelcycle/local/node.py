@@ -33,9 +33,9 @@ from types import FrameType
 from typing import IO, Any
 
 from modelcycle.errors import UserError
+from modelcycle.kubeclient import MERGE_PATCH, ApiError, Conflict, Kube, NotFound, WatchExpired
 from modelcycle.local import controlplane as cp
 from modelcycle.local.node_env import DEFAULT_POD_NETWORK, HOST_IP, allocate_ip
-from modelcycle.local.node_kube import MERGE_PATCH, ApiError, Kube, WatchExpired
 from modelcycle.local.node_logs import LogServer
 from modelcycle.local.node_pod import PodWorker, pod_key
 from modelcycle.local.node_process import Run
@@ -223,9 +223,7 @@ class NodeAgent:
         body = node_object(name, self.facts)
         try:
             node = self.kube.create("/api/v1/nodes", body)
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
+        except Conflict:
             node = self.kube.patch(
                 f"/api/v1/nodes/{_quote(name)}", {"metadata": {"labels": body["metadata"]["labels"]}}
             )
@@ -270,9 +268,7 @@ class NodeAgent:
         body = {"spec": {"holderIdentity": self.options.name, "renewTime": micro_time(now())}}
         try:
             self.kube.patch(path, body)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
+        except NotFound:
             self.kube.create(
                 f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases",
                 lease_object(self.options.name, self.node_uid, when=now()),
@@ -571,7 +567,7 @@ def run(args: argparse.Namespace) -> int:
             "the local node needs Linux (it gives each pod an address in 127.0.0.0/8 and reads /proc)"
         )
     options = options_from_args(args)
-    kube = Kube(kubeconfig)
+    kube = Kube.from_kubeconfig(kubeconfig)
     agent = NodeAgent(kube, options)
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -52,10 +52,10 @@ from typing import Any
 
 from modelcycle.api import crdgen, kinds
 from modelcycle.errors import UserError
+from modelcycle.kubeclient import MERGE_PATCH, Kube
 from modelcycle.local import controlplane as cp
 from modelcycle.local import procfs
 from modelcycle.local.node_env import DEFAULT_POD_NETWORK
-from modelcycle.local.node_kube import MERGE_PATCH, Kube
 from modelcycle.local.node_process import Run
 
 NAMESPACE = "modelcycle-demo"
@@ -598,7 +598,7 @@ class Platform:
     @property
     def kube(self) -> Kube:
         if self._kube is None:
-            self._kube = Kube(self.kubeconfig, user_agent="modelcycle-local-platform")
+            self._kube = Kube.from_kubeconfig(self.kubeconfig, user_agent="modelcycle-local-platform")
         return self._kube
 
     @property
@@ -1024,7 +1024,7 @@ def status(root: Path | None = None) -> tuple[PlatformState | None, list[Compone
         )
     kube: Kube | None = None
     if cp_state is not None and reports[0].healthy:
-        kube = Kube(
+        kube = Kube.from_kubeconfig(
             cp.StateLayout(layout.controlplane).admin_kubeconfig, user_agent="modelcycle-local-status"
         )
     try:

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
-from modelcycle.local.node_kube import ApiError, Kube, WatchExpired
+from modelcycle.kubeclient import ApiError, Kube, WatchExpired
 
 Source = Literal["auto", "endpointslices", "pods"]
 TransportName = Literal["direct", "service-proxy"]
