@@ -249,6 +249,8 @@ def test_foreground_control_plane_leaves_no_process_when_its_launcher_is_signall
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # As when started in the background of a script: SIGINT arrives ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         assert launcher.stdout is not None

@@ -90,23 +90,26 @@ def _controlplane_up(args: argparse.Namespace) -> int:
     plane = cp.ControlPlane(
         state_dir=state_dir, bin_dir=args.bin_dir, detach=not args.foreground, start_timeout=args.timeout
     )
+    if args.foreground:
+        return _run_in_foreground(plane)
     plane.start()
     _print_ready(plane)
-    if not args.foreground:
-        print(f"stop it with: modelcycle local controlplane down --state-dir {state_dir}")
-        return 0
-    return _stay_in_foreground(plane)
+    print(f"stop it with: modelcycle local controlplane down --state-dir {state_dir}")
+    return 0
 
 
-def _stay_in_foreground(plane: cp.ControlPlane) -> int:
-    """Run until Ctrl-C or SIGTERM; a component that dies takes the rest down with it."""
+def _run_in_foreground(plane: cp.ControlPlane) -> int:
+    """Start, then run until Ctrl-C or SIGTERM; a component that dies takes the rest down with it."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Before the start: a signal sent as soon as the kubeconfig line appears must not be missed.
     # SIGINT too: a launcher started from a non-interactive shell inherits SIGINT ignored.
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        plane.start()
+        _print_ready(plane)
         while True:
             failed = plane.failed_components()
             if failed:
