@@ -160,18 +160,16 @@ def reconcile(version: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     if done.state == "Failed":
         if workload.is_transient(done):
             workload.delete_job_to_retry(client, job, done)
-        message = f"validation Job {job_name} failed: {done.reason}: {done.message}"
-        outcome = runtime.stalled_outcome(
+        return workload.failed_outcome(
             version,
-            reason=done.reason,
-            message=message,
-            status=base,
-            extra=((conditions.VALIDATED, False, done.reason, message),),
-            phase="Failed",
+            done,
+            step="validation",
+            job_name=job_name,
+            verdict=conditions.VALIDATED,
             event_reason="ValidationFailed",
+            status=base,
+            events=events,
         )
-        outcome.events[:0] = events
-        return outcome
 
     result = done.result
     if not result.get("ok") or not isinstance(result.get("validated"), bool):

@@ -256,20 +256,18 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     if done.state == "Failed":
         if workload.is_transient(done):
             workload.delete_job_to_retry(client, job, done)
-        message = f"training Job {job_name} failed: {done.reason}: {done.message}"
         if completed := workload.job_time(job, "completionTime"):
             base["completionTime"] = completed
-        outcome = runtime.stalled_outcome(
+        return workload.failed_outcome(
             run,
-            reason=done.reason,
-            message=message,
-            status=base,
-            extra=((conditions.SUCCEEDED, False, done.reason, message),),
-            phase="Failed",
+            done,
+            step="training",
+            job_name=job_name,
+            verdict=conditions.SUCCEEDED,
             event_reason="TrainingFailed",
+            status=base,
+            events=events,
         )
-        outcome.events[:0] = events
-        return outcome
 
     result = done.result
     artifact = result.get("artifact") or {}

@@ -143,6 +143,36 @@ def delete_job_to_retry(client: kube.Client, job: dict[str, Any], outcome: JobRe
     )
 
 
+def failed_outcome(
+    obj: dict[str, Any],
+    done: JobResult,
+    *,
+    step: str,
+    job_name: str,
+    verdict: str,
+    event_reason: str,
+    status: dict[str, Any],
+    events: list[runtime.Event],
+) -> runtime.Outcome:
+    """The verdict on a `step` Job (e.g. "training") that failed for good: Stalled, and the `verdict`
+    condition False with the workload's reason; it stands until the spec changes.
+
+    `events` (what this reconcile did before) come before the Warning Event.
+    """
+    message = f"{step} Job {job_name} failed: {done.reason}: {done.message}"
+    outcome = runtime.stalled_outcome(
+        obj,
+        reason=done.reason,
+        message=message,
+        status=status,
+        extra=((verdict, False, done.reason, message),),
+        phase="Failed",
+        event_reason=event_reason,
+    )
+    outcome.events[:0] = events
+    return outcome
+
+
 TRANSIENT_EXIT_CODE = 3
 """`modelcycle data|train|validate` exit with 3 when a retry may succeed (store or source unavailable)."""
 
