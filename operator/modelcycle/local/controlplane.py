@@ -296,33 +296,50 @@ def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
     return x509.Name(attributes)
 
 
-def new_ca(common_name: str, *, now: datetime.datetime | None = None) -> Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
+def certificate_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    now: datetime.datetime | None = None,
+) -> x509.CertificateBuilder:
+    """What every certificate here starts from: names, public key, a random serial, and
+    CERT_VALIDITY from five minutes ago (slack for a clock a little behind)."""
     start = (now or datetime.datetime.now(datetime.UTC)) - datetime.timedelta(minutes=5)
-    name = _name(common_name)
-    cert = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + CERT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+    )
+
+
+def _with_usage(builder: x509.CertificateBuilder, *, ca: bool) -> x509.CertificateBuilder:
+    """Only a CA's key may sign certificates and CRLs; every key signs its TLS handshakes."""
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    return builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True).add_extension(
+        usage, critical=True
+    )
+
+
+def new_ca(common_name: str, *, now: datetime.datetime | None = None) -> Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name)
+    cert = (
+        _with_usage(certificate_builder(name, name, key, now=now), ca=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -341,30 +358,10 @@ def issue_certificate(
     now: datetime.datetime | None = None,
 ) -> Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
-    start = (now or datetime.datetime.now(datetime.UTC)) - datetime.timedelta(minutes=5)
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name, organizations))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + CERT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+        _with_usage(
+            certificate_builder(_name(common_name, organizations), ca.cert.subject, key, now=now), ca=False
         )
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(

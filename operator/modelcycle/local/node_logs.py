@@ -13,7 +13,6 @@ are ignored (the log files hold no per-line times).
 from __future__ import annotations
 
 import contextlib
-import datetime
 import http.server
 import ipaddress
 import json
@@ -26,9 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from modelcycle.local import controlplane as cp
 
 log = logging.getLogger("modelcycle.local.node")
 
@@ -39,32 +40,18 @@ def self_signed(directory: Path, *, host: str) -> tuple[Path, Path]:
     """A serving certificate for `host` (written to directory/serving.{crt,key})."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelcycle-local-node")])
-    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=3650))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(host))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+    alt_names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(host))]
+    serving = cp.Certificate(
+        cp.certificate_builder(name, name, key)
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .sign(key, hashes.SHA256()),
+        key,
     )
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / "serving.crt", directory / "serving.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(serving.cert_pem)
     key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    key_path.write_bytes(serving.key_pem)
     return cert_path, key_path
 
 
