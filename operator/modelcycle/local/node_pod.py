@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -462,16 +462,7 @@ class PodWorker(threading.Thread):
     def _on_exit(self, container: Container, ended: Terminated) -> None:
         assert container.run is not None
         ran_for = time.monotonic() - container.started_mono
-        message = self._termination_message(container, ended)
-        ended = Terminated(
-            ended.exit_code,
-            ended.reason,
-            ended.started_at,
-            ended.finished_at,
-            message,
-            ended.signal,
-            ended.container_id,
-        )
+        ended = self._with_termination_message(container, ended)
         log.info(
             "pod %s: container %s exited with code %s (log %s)",
             pod_key(self.pod),
@@ -504,7 +495,8 @@ class PodWorker(threading.Thread):
             container.terminated = ended
         container.save()
 
-    def _termination_message(self, container: Container, ended: Terminated) -> str | None:
+    def _with_termination_message(self, container: Container, ended: Terminated) -> Terminated:
+        """`ended` with the message the kubelet would report (termination log or log tail)."""
         try:
             text = container.termination_log.read_text(errors="replace")
         except OSError:
@@ -512,7 +504,7 @@ class PodWorker(threading.Thread):
         tail = None
         if container.run is not None and ended.exit_code != 0:
             tail = tail_text(read_tail(container.run.log_path)) or None
-        return (
+        message = (
             termination_message(
                 text,
                 exit_code=ended.exit_code,
@@ -521,6 +513,7 @@ class PodWorker(threading.Thread):
             )
             or ended.message
         )
+        return replace(ended, message=message)
 
     def _start(self, container: Container) -> None:
         try:
@@ -666,16 +659,7 @@ class PodWorker(threading.Thread):
             assert container.run is not None
             ended = container.run.poll()
             if ended is not None:
-                message = self._termination_message(container, ended)
-                container.terminated = Terminated(
-                    ended.exit_code,
-                    ended.reason,
-                    ended.started_at,
-                    ended.finished_at,
-                    message,
-                    ended.signal,
-                    ended.container_id,
-                )
+                container.terminated = self._with_termination_message(container, ended)
                 container.save()
 
     # ------------------------------------------------------------------ status
