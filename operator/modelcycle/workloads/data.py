@@ -32,12 +32,7 @@ _EXAMPLES = 3
 
 def configure(parser: argparse.ArgumentParser) -> None:
     specfile.add_spec_arguments(parser, "Dataset")
-    parser.add_argument(
-        "--store",
-        metavar="STORE",
-        help="artifact store: DIR, file:///DIR or s3://bucket/prefix "
-        "(default: env MODELCYCLE_STORE, else /artifacts)",
-    )
+    store_mod.add_store_argument(parser)
     parser.add_argument(
         "--pvc-root",
         metavar="DIR",

@@ -24,6 +24,7 @@ Layout (keys relative to the store root):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import io
@@ -355,6 +356,16 @@ def s3_client(endpoint: str | None = None) -> Any:
     )
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--store` option of the workload commands, which open_store reads."""
+    parser.add_argument(
+        "--store",
+        metavar="STORE",
+        help="artifact store: DIR, file:///DIR or s3://bucket/prefix "
+        f"(default: env {ENV_STORE}, else {DEFAULT_ROOT})",
+    )
 
 
 def open_store(spec: str | None = None) -> ArtifactStore:

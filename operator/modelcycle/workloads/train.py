@@ -74,12 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile-uri", metavar="URI", help="the snapshot's profile (default: profile.json beside the data)"
     )
-    parser.add_argument(
-        "--store",
-        metavar="STORE",
-        help="artifact store: DIR, file:///DIR or s3://bucket/prefix "
-        "(default: env MODELCYCLE_STORE, else /artifacts)",
-    )
+    store_mod.add_store_argument(parser)
     parser.add_argument(
         "--namespace", metavar="NS", help="namespace of the run (default: metadata.namespace)"
     )

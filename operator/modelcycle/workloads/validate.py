@@ -35,12 +35,7 @@ log = logging.getLogger("modelcycle.workloads.validate")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     specfile.add_spec_arguments(parser, "ModelVersion")
-    parser.add_argument(
-        "--store",
-        metavar="STORE",
-        help="artifact store: DIR, file:///DIR or s3://bucket/prefix "
-        "(default: env MODELCYCLE_STORE, else /artifacts)",
-    )
+    store_mod.add_store_argument(parser)
     parser.add_argument(
         "--namespace", metavar="NS", help="namespace of the version (default: metadata.namespace)"
     )
