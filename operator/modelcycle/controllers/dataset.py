@@ -144,14 +144,13 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             phase = "Refreshing"
         else:
             message = f"data Job {name} is taking, validating and profiling the snapshot"
-            updated = runtime.updated_conditions(
+            updated = runtime.progress_conditions(
                 dataset,
-                [
-                    (conditions.READY, False, "Snapshotting", message),
-                    (conditions.RECONCILING, True, "Snapshotting", message),
-                    (conditions.VALIDATED, "Unknown", "Validating", message),
-                ],
-                remove=(conditions.STALLED,),
+                ready=False,
+                reason="Snapshotting",
+                message=message,
+                reconciling=True,
+                extra=((conditions.VALIDATED, "Unknown", "Validating", message),),
             )
             phase = "Snapshotting"
         return runtime.Outcome(

@@ -112,14 +112,13 @@ def _progress(
     status: dict[str, Any] | None = None,
     events: list[runtime.Event] | None = None,
 ) -> runtime.Outcome:
-    updated = runtime.updated_conditions(
+    updated = runtime.progress_conditions(
         version,
-        [
-            (conditions.READY, False, reason, message),
-            (conditions.RECONCILING, True, reason, message),
-            (conditions.VALIDATED, "Unknown", reason, message),
-        ],
-        remove=(conditions.STALLED,),
+        ready=False,
+        reason=reason,
+        message=message,
+        reconciling=True,
+        extra=((conditions.VALIDATED, "Unknown", reason, message),),
     )
     return runtime.Outcome(
         status={**(status or {}), "conditions": updated, "phase": reason}, events=events or []

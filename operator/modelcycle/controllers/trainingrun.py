@@ -148,14 +148,13 @@ def _waiting(
     status: dict[str, Any] | None = None,
     requeue_after: float | None = None,
 ) -> runtime.Outcome:
-    updated = runtime.updated_conditions(
+    updated = runtime.progress_conditions(
         run,
-        [
-            (conditions.READY, False, reason, message),
-            (conditions.RECONCILING, True, reason, message),
-            (conditions.SUCCEEDED, "Unknown", succeeded_reason, message),
-        ],
-        remove=(conditions.STALLED,),
+        ready=False,
+        reason=reason,
+        message=message,
+        reconciling=True,
+        extra=((conditions.SUCCEEDED, "Unknown", succeeded_reason, message),),
     )
     return runtime.Outcome(
         status={**(status or {}), "conditions": updated, "phase": reason}, requeue_after=requeue_after
