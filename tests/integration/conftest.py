@@ -20,9 +20,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # --------------------------------------------------------------------------- the operator under test
 # `operator` / `operator_factory`: the operator as a subprocess (killable, restartable; its log is
 # added to a failed test's report). `kubelet`: runs a Job's pod locally and reports its status.
-# `objects`: the ModelCycle objects of a fresh namespace enforcing Pod Security `restricted`.
+# `objects`: the ModelCycle objects of a fresh namespace enforcing Pod Security `restricted`;
+# `kubectl_sees_ready`: `kubectl wait --for=condition=Ready` on one of them around a block.
 from support.kubelet import kubelet  # noqa: E402, F401
-from support.lifecycle import objects  # noqa: E402, F401
+from support.lifecycle import kubectl_sees_ready, objects  # noqa: E402, F401
 from support.operator import (  # noqa: E402, F401
     operator,
     operator_factory,

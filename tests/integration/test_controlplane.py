@@ -16,15 +16,14 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modelcycle.local.controlplane import CONTROL_PLANE_BINARIES, K8S_VERSION, read_state
-from support.cluster import CRD_DIR, NamespaceFactory, create_object, require_binaries, wait_for
-
-RESTRICTED_SECURITY_CONTEXT: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+from support.cluster import (
+    CRD_DIR,
+    RESTRICTED_CONTAINER,
+    NamespaceFactory,
+    create_object,
+    require_binaries,
+    wait_for,
+)
 
 
 def pod_manifest(name: str, *, security_context: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +69,7 @@ def test_job_controller_creates_pod_and_gc_removes_it_after_job_delete(
                             "name": "main",
                             "image": "busybox:1.36",
                             "command": ["true"],
-                            "securityContext": RESTRICTED_SECURITY_CONTEXT,
+                            "securityContext": RESTRICTED_CONTAINER,
                         }
                     ],
                 }
@@ -119,7 +118,7 @@ def test_restricted_namespace_admits_restricted_compliant_pod(
 
     created = create_object(
         api_client,
-        pod_manifest("compliant", security_context=RESTRICTED_SECURITY_CONTEXT),
+        pod_manifest("compliant", security_context=RESTRICTED_CONTAINER),
         namespace=restricted,
     )
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from support.kubelet import FakeKubelet
 from support.lifecycle import (
+    KubectlSeesReady,
     Objects,
     condition,
     data_job_name,
     dataset_manifest,
     eventually,
-    finish,
-    kubectl_wait,
     ready_dataset,
     stays,
 )
@@ -24,7 +22,7 @@ DATA_JOB = re.compile(r"^iris-data-[0-9a-f]{8}$")
 
 
 def test_dataset_runs_a_restricted_data_job_and_records_the_snapshot(
-    operator: OperatorProcess, objects: Objects, kubelet: FakeKubelet, kubectl: Path, kubeconfig: Path
+    operator: OperatorProcess, objects: Objects, kubelet: FakeKubelet, kubectl_sees_ready: KubectlSeesReady
 ) -> None:
     created = objects.create(dataset_manifest("iris", validation={"minRows": 100}))
 
@@ -52,10 +50,8 @@ def test_dataset_runs_a_restricted_data_job_and_records_the_snapshot(
     assert condition(running, "Ready")["status"] == "False"
     assert condition(running, "Ready")["reason"] == "Snapshotting"
 
-    waiter = kubectl_wait(kubectl, kubeconfig, objects.namespace, "dataset/iris")
-    done = kubelet.complete(objects.namespace, job_name)
-    code, output = finish(waiter)
-    assert code == 0, output
+    with kubectl_sees_ready("dataset/iris"):
+        done = kubelet.complete(objects.namespace, job_name)
 
     ready = objects.wait_condition("Dataset", "iris", "Validated")
     status = ready["status"]

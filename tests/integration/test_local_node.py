@@ -25,17 +25,9 @@ from kubernetes.client.rest import ApiException
 
 from modelcycle.local.controlplane import ControlPlane
 from modelcycle.local.node_process import Run, is_same_process
-from support.cluster import NamespaceFactory, wait_for
+from support.cluster import RESTRICTED_CONTAINER, RESTRICTED_NAMESPACE, NamespaceFactory, wait_for
 
 NODE_NAME = "modelcycle-local-it"
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-CONTAINER_SECURITY: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 # --------------------------------------------------------------------------- the agent
@@ -142,7 +134,7 @@ def local_node(
 
 @pytest.fixture
 def ns(new_namespace: NamespaceFactory, local_node: LocalNode) -> str:
-    return new_namespace(labels=RESTRICTED)
+    return new_namespace(labels=RESTRICTED_NAMESPACE)
 
 
 # --------------------------------------------------------------------------- manifests and helpers
@@ -153,7 +145,7 @@ def container(name: str, command: list[str], **extra: Any) -> dict[str, Any]:
         "name": name,
         "image": "ignored.example/whatever:1",
         "command": command,
-        "securityContext": CONTAINER_SECURITY,
+        "securityContext": RESTRICTED_CONTAINER,
         **extra,
     }
 
@@ -363,7 +355,7 @@ def test_pod_without_a_command_cannot_use_the_image_and_says_so(local_node: Loca
         "name": "main",
         "image": "busybox:1.36",
         "args": ["true"],
-        "securityContext": CONTAINER_SECURITY,
+        "securityContext": RESTRICTED_CONTAINER,
     }
     pod = run_pod(local_node, ns, "entrypoint", pod_spec(entrypoint_only))
 

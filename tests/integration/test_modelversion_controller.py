@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,13 +11,12 @@ from kubernetes.client.rest import ApiException
 from support.kubelet import FakeKubelet
 from support.lifecycle import (
     API_VERSION,
+    KubectlSeesReady,
     Objects,
     condition,
     data_job_name,
     dataset_manifest,
     eventually,
-    finish,
-    kubectl_wait,
     ready_dataset,
     stays,
     trained_run,
@@ -35,7 +33,7 @@ def flag(args: list[str], name: str) -> str | None:
 
 
 def test_registered_version_is_validated_by_a_restricted_job(
-    operator: OperatorProcess, objects: Objects, kubelet: FakeKubelet, kubectl: Path, kubeconfig: Path
+    operator: OperatorProcess, objects: Objects, kubelet: FakeKubelet, kubectl_sees_ready: KubectlSeesReady
 ) -> None:
     ready_dataset(objects, kubelet)
     trained_run(objects, kubelet, "iris-logreg")
@@ -61,10 +59,8 @@ def test_registered_version_is_validated_by_a_restricted_job(
     )
     assert condition(validating, "Ready")["status"] == "False"
 
-    waiter = kubectl_wait(kubectl, kubeconfig, objects.namespace, "modelversion/iris-v1")
-    done = kubelet.complete(objects.namespace, "iris-v1-validate")
-    code, output = finish(waiter)
-    assert code == 0, output
+    with kubectl_sees_ready("modelversion/iris-v1"):
+        done = kubelet.complete(objects.namespace, "iris-v1-validate")
 
     validated = objects.wait_condition("ModelVersion", "iris-v1", "Validated", reason="GatesPassed")
     status = validated["status"]
@@ -80,16 +76,15 @@ def test_registered_version_is_validated_by_a_restricted_job(
 
 
 def test_version_failing_its_gates_is_rejected_and_ready(
-    operator: OperatorProcess, objects: Objects, kubelet: FakeKubelet, kubectl: Path, kubeconfig: Path
+    operator: OperatorProcess, objects: Objects, kubelet: FakeKubelet, kubectl_sees_ready: KubectlSeesReady
 ) -> None:
     ready_dataset(objects, kubelet)
     trained_run(objects, kubelet, "strict", gates={"min": {"accuracy": 0.999}})
     objects.wait_job("iris-v1-validate")
 
-    waiter = kubectl_wait(kubectl, kubeconfig, objects.namespace, "modelversion/iris-v1")
-    kubelet.complete(objects.namespace, "iris-v1-validate")
-    code, output = finish(waiter)
-    assert code == 0, output  # a verdict was reached: Ready, even though it is a rejection
+    # A verdict was reached: Ready, even though it is a rejection.
+    with kubectl_sees_ready("modelversion/iris-v1"):
+        kubelet.complete(objects.namespace, "iris-v1-validate")
 
     rejected = objects.wait_condition("ModelVersion", "iris-v1", "Validated", "False", reason="GatesFailed")
     assert condition(rejected, "Ready")["status"] == "True"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelcycle import GROUP, VERSION
 from modelcycle.builders import jobs
 from modelcycle.controllers import rbac
 from support.kubelet import FakeKubelet
@@ -27,8 +28,6 @@ from support.lifecycle import (
     wait_for_added,
 )
 from support.operator import OperatorFactory, OperatorProcess, ServiceAccountFactory
-
-GROUP, VERSION = "modelcycle.io", "v1alpha1"
 
 
 def kill_when_job_appears(operator: OperatorProcess, objects: Objects, name: str) -> dict[str, Any]:

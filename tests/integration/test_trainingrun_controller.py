@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from support.kubelet import FakeKubelet
 from support.lifecycle import (
+    KubectlSeesReady,
     Objects,
     condition,
     data_job_name,
     dataset_manifest,
     eventually,
-    finish,
-    kubectl_wait,
     ready_dataset,
     stays,
     trained_run,
@@ -25,7 +23,7 @@ from support.operator import OperatorProcess
 
 
 def test_run_trains_on_the_snapshot_and_registers_a_model_version(
-    operator: OperatorProcess, objects: Objects, kubelet: FakeKubelet, kubectl: Path, kubeconfig: Path
+    operator: OperatorProcess, objects: Objects, kubelet: FakeKubelet, kubectl_sees_ready: KubectlSeesReady
 ) -> None:
     dataset = ready_dataset(objects, kubelet)
     snapshot = dataset["status"]["snapshot"]
@@ -47,10 +45,8 @@ def test_run_trains_on_the_snapshot_and_registers_a_model_version(
     assert condition(training, "Succeeded")["status"] == "Unknown"
     assert condition(training, "Reconciling")["status"] == "True"
 
-    waiter = kubectl_wait(kubectl, kubeconfig, objects.namespace, "trainingrun/iris-logreg")
-    done = kubelet.complete(objects.namespace, "iris-logreg-train")
-    code, output = finish(waiter)
-    assert code == 0, output
+    with kubectl_sees_ready("trainingrun/iris-logreg"):
+        done = kubelet.complete(objects.namespace, "iris-logreg-train")
 
     finished = objects.wait_condition("TrainingRun", "iris-logreg", "Succeeded")
     status = finished["status"]

@@ -59,6 +59,20 @@ def require_binaries(names: tuple[str, ...]) -> dict[str, Path]:
         missing_prerequisite(str(exc))
 
 
+# --------------------------------------------------------------------------- Pod Security `restricted`
+
+RESTRICTED_NAMESPACE = {"pod-security.kubernetes.io/enforce": "restricted"}
+"""Labels of a namespace that admits only pods meeting the restricted Pod Security Standard."""
+RESTRICTED_CONTAINER: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""A container securityContext that standard admits."""
+
+
 # --------------------------------------------------------------------------- waiting
 
 

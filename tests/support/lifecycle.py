@@ -9,9 +9,10 @@ is admitted only if it passes the restricted Pod Security Standard.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,18 +20,11 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from support.cluster import NamespaceFactory, wait_for
+from modelcycle import API_VERSION, GROUP, VERSION
+from modelcycle.api import kinds
+from support.cluster import RESTRICTED_NAMESPACE, NamespaceFactory, wait_for
 
-GROUP, VERSION = "modelcycle.io", "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-PLURALS = {
-    "Dataset": "datasets",
-    "TrainingRun": "trainingruns",
-    "ModelVersion": "modelversions",
-    "ModelDeployment": "modeldeployments",
-    "ModelMonitor": "modelmonitors",
-}
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+PLURALS = {k.kind: k.plural for k in kinds.ALL}
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
@@ -197,37 +191,44 @@ def training_run_manifest(
 
 # --------------------------------------------------------------------------- kubectl
 
-
-def kubectl_wait(
-    kubectl: Path,
-    kubeconfig: Path,
-    namespace: str,
-    resource: str,
-    *,
-    condition_type: str = "Ready",
-    timeout: int = 60,
-) -> subprocess.Popen[str]:
-    """Start `kubectl wait --for=condition=<type> <resource>`; the caller checks its exit code."""
-    return subprocess.Popen(
-        [
-            str(kubectl),
-            "wait",
-            f"--for=condition={condition_type}",
-            resource,
-            "-n",
-            namespace,
-            f"--timeout={timeout}s",
-            f"--kubeconfig={kubeconfig}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+KubectlSeesReady = Callable[[str], contextlib.AbstractContextManager[None]]
 
 
-def finish(process: subprocess.Popen[str], *, timeout: float = 90) -> tuple[int, str]:
-    out, _ = process.communicate(timeout=timeout)
-    return process.returncode, out
+@pytest.fixture
+def kubectl_sees_ready(kubectl: Path, kubeconfig: Path, objects: Objects) -> KubectlSeesReady:
+    """`with kubectl_sees_ready("dataset/iris"): ...` starts `kubectl wait --for=condition=Ready` on
+    that resource of the `objects` namespace before the block, and requires it to succeed after.
+
+    What a user's script does; it proves the Ready condition is one kubectl understands."""
+
+    @contextlib.contextmanager
+    def waiting(resource: str) -> Iterator[None]:
+        process = subprocess.Popen(
+            [
+                str(kubectl),
+                "wait",
+                "--for=condition=Ready",
+                resource,
+                "-n",
+                objects.namespace,
+                "--timeout=60s",
+                f"--kubeconfig={kubeconfig}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            yield
+            output, _ = process.communicate(timeout=90)
+        finally:
+            # A failed block leaves no kubectl behind.
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        assert process.returncode == 0, f"kubectl wait for {resource} Ready failed:\n{output}"
+
+    return waiting
 
 
 def eventually(check: Callable[[], Any], *, timeout: float = 60, what: str = "condition") -> Any:
@@ -250,7 +251,7 @@ def stays(check: Callable[[], bool], *, seconds: float, interval: float = 0.25) 
 @pytest.fixture
 def objects(api_client: client.ApiClient, new_namespace: NamespaceFactory) -> Objects:
     """The objects of a fresh namespace that enforces Pod Security `restricted`."""
-    return Objects(api_client, new_namespace(labels=RESTRICTED))
+    return Objects(api_client, new_namespace(labels=RESTRICTED_NAMESPACE))
 
 
 # --------------------------------------------------------------------------- common steps

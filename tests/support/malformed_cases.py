@@ -17,16 +17,12 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from modelcycle import API_VERSION
+from modelcycle.api import kinds
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "examples"
-API_VERSION = "modelcycle.io/v1alpha1"
-PLURALS = {
-    "Dataset": "datasets",
-    "TrainingRun": "trainingruns",
-    "ModelVersion": "modelversions",
-    "ModelDeployment": "modeldeployments",
-    "ModelMonitor": "modelmonitors",
-}
+PLURALS = {k.kind: k.plural for k in kinds.ALL}
 
 Manifest = dict[str, Any]
 _DELETE: Any = object()
