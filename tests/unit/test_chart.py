@@ -6,18 +6,16 @@ failed in CI.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from support.cluster import require_binaries
+from support.repo import deploy_sync
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelcycle"
@@ -30,15 +28,6 @@ RESTRICTED_CONTAINER = {
 }
 
 
-@cache
-def sync() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_sync", REPO / "tools" / "deploy" / "sync.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _helm() -> None:
     require_binaries(("helm",))
@@ -47,7 +36,7 @@ def _helm() -> None:
 def render(
     values: dict[str, Any] | None = None, *, namespace: str = "mc", include_crds: bool = False
 ) -> list[dict[str, Any]]:
-    result = sync().run_helm(
+    result = deploy_sync().run_helm(
         "template", release="rel", namespace=namespace, values=values, include_crds=include_crds
     )
     assert result.returncode == 0, result.stderr
@@ -55,7 +44,7 @@ def render(
 
 
 def render_error(values: dict[str, Any]) -> str:
-    result = sync().run_helm("template", release="rel", namespace="mc", values=values)
+    result = deploy_sync().run_helm("template", release="rel", namespace="mc", values=values)
     assert result.returncode != 0, f"helm template accepted {values}"
     return result.stderr
 
@@ -95,7 +84,7 @@ def operator_container(deployment: dict[str, Any]) -> dict[str, Any]:
     ids=["defaults", "namespaced", "peering", "s3", "observability"],
 )
 def test_helm_lint_strict_is_clean(values: dict[str, Any] | None) -> None:
-    result = sync().run_helm("lint", "--strict", values=values)
+    result = deploy_sync().run_helm("lint", "--strict", values=values)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
 
@@ -177,7 +166,7 @@ def test_watch_namespaces_uses_roles_per_namespace() -> None:
             {"kind": "ServiceAccount", "name": "rel-modelcycle-operator", "namespace": "mc"}
         ]
     # Only cluster-scoped resources stay in a ClusterRole.
-    cluster_scoped = sync().CLUSTER_SCOPED
+    cluster_scoped = deploy_sync().CLUSTER_SCOPED
     for role in of_kind(docs, "ClusterRole"):
         for rule in role["rules"]:
             assert all(r.split("/")[0] in cluster_scoped for r in rule.get("resources", [])), rule

@@ -9,35 +9,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from support.cluster import missing_prerequisite, require_binaries
+from support.repo import deploy_sync
 
 REPO = Path(__file__).resolve().parents[2]
 FIX = "run `python tools/deploy/sync.py` (make deploy-sync) and commit the result"
 
 
-@cache
-def sync() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_sync", REPO / "tools" / "deploy" / "sync.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def assert_fresh(step: str) -> None:
     try:
-        diffs = sync().stale(step)
-    except sync().Unavailable as exc:
+        diffs = deploy_sync().stale(step)
+    except deploy_sync().Unavailable as exc:
         missing_prerequisite(f"{step}: {exc}")
     assert not diffs, f"{step} is stale; {FIX}:\n" + "\n".join(d[:3000] for d in diffs.values())
 
@@ -59,7 +48,7 @@ def test_rbac_split_keeps_every_rule() -> None:
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
         {"nonResourceURLs": ["/metrics"], "verbs": ["get"]},
     ]
-    split = sync().split_rules(rules)
+    split = deploy_sync().split_rules(rules)
     assert split["namespaced"] == [
         {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
@@ -81,7 +70,7 @@ def test_kustomize_overlay_is_up_to_date() -> None:
 
 
 def _objects(text: str) -> dict[tuple[str, str, str, str], dict[str, Any]]:
-    return {sync().object_id(d): d for d in yaml.safe_load_all(text) if d}
+    return {deploy_sync().object_id(d): d for d in yaml.safe_load_all(text) if d}
 
 
 @pytest.mark.parametrize(
@@ -100,7 +89,7 @@ def test_kustomize_renders_exactly_the_chart(directory: str, set_args: tuple[str
         text=True,
         check=True,
     ).stdout
-    chart = sync().helm_template(*set_args)
+    chart = deploy_sync().helm_template(*set_args)
     namespace = yaml.safe_load((REPO / "manifests/base/namespace.yaml").read_text())
     want = _objects(chart) | _objects(yaml.safe_dump(namespace))
     got = _objects(built)
@@ -112,7 +101,7 @@ def test_kustomize_renders_exactly_the_chart(directory: str, set_args: tuple[str
 def test_json_patch_round_trip() -> None:
     old = {"a": {"b": [1, 2], "c": "x", "d/e": 1}, "keep": True}
     new = {"a": {"b": [1, 3], "d/e": 2, "f": [1]}, "keep": True}
-    ops = sync().json_patch(old, new)
+    ops = deploy_sync().json_patch(old, new)
     assert ops == [
         {"op": "remove", "path": "/a/c"},
         {"op": "replace", "path": "/a/b/1", "value": 3},

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from modelcycle import __version__, cli
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from support.repo import run_modelcycle
 
 
 def _module_exists(name: str) -> bool:
@@ -25,18 +21,8 @@ def _module_exists(name: str) -> bool:
 AVAILABLE = [name for name, (module, _) in cli.COMMANDS.items() if _module_exists(module)]
 
 
-def _modelcycle(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelcycle", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_help_lists_every_subcommand() -> None:
-    result = _modelcycle("--help")
+    result = run_modelcycle("--help")
     assert result.returncode == 0, result.stderr
     for name, (_, help_text) in cli.COMMANDS.items():
         assert name in result.stdout
@@ -44,20 +30,20 @@ def test_help_lists_every_subcommand() -> None:
 
 
 def test_no_subcommand_prints_usage_and_exits_2() -> None:
-    result = _modelcycle()
+    result = run_modelcycle()
     assert result.returncode == 2
     assert "usage: modelcycle" in result.stdout
 
 
 def test_version_is_printed() -> None:
-    result = _modelcycle("--version")
+    result = run_modelcycle("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"modelcycle {__version__}"
 
 
 @pytest.mark.parametrize("command", AVAILABLE, ids=AVAILABLE)
 def test_subcommand_help_exits_zero(command: str) -> None:
-    result = _modelcycle(command, "--help")
+    result = run_modelcycle(command, "--help")
     assert result.returncode == 0, result.stderr
     assert f"usage: modelcycle {command}" in result.stdout
     assert "Traceback" not in result.stderr
@@ -73,7 +59,7 @@ MISTAKES = [
 
 @pytest.mark.parametrize("args", [m[1] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
 def test_user_mistake_prints_one_error_line_and_no_traceback(args: list[str]) -> None:
-    result = _modelcycle(*args)
+    result = run_modelcycle(*args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
