@@ -25,7 +25,7 @@ import yaml
 from modelcycle import API_VERSION
 from modelcycle.api import kinds
 from modelcycle.kubeclient import Kube, WatchExpired
-from modelcycle.local import platform
+from modelcycle.local import platform, traffic
 from modelcycle.workloads.safeload import load_model
 from modelcycle.workloads.store import LocalStore
 
@@ -266,6 +266,41 @@ def assert_conditions(obj: Mapping[str, Any], expected: Mapping[str, tuple[str, 
         assert c.get("message"), f"{kind} {name}: {type_} has no message"
         assert c.get("lastTransitionTime"), f"{kind} {name}: {type_} has no lastTransitionTime"
         assert c.get("observedGeneration") == generation, f"{kind} {name}: {type_} observedGeneration {c}"
+
+
+# What each kind reports when its work is done and went well.
+DATASET_READY: Mapping[str, tuple[str, Reason]] = {
+    "Ready": ("True", "SnapshotReady"),
+    "Validated": ("True", "ValidationPassed"),
+}
+RUN_REGISTERED: Mapping[str, tuple[str, Reason]] = {
+    "Ready": ("True", "ModelRegistered"),
+    "Succeeded": ("True", "ModelRegistered"),
+}
+VERSION_VALIDATED: Mapping[str, tuple[str, Reason]] = {
+    "Ready": ("True", "Validated"),
+    "Validated": ("True", "GatesPassed"),
+}
+DEPLOYMENT_SERVING: Mapping[str, tuple[str, Reason]] = {
+    "Ready": ("True", "Serving"),
+    "Available": ("True", "MinimumReplicasAvailable"),
+    "Degraded": ("False", "RolloutHealthy"),
+}
+
+
+def serves(version: int) -> Callable[[dict[str, Any]], bool]:
+    """For `Cluster.wait` on a ModelDeployment: Ready, and serving `version`."""
+
+    def check(obj: dict[str, Any]) -> bool:
+        return is_true(obj, "Ready") and (obj.get("status") or {}).get("servedVersion") == version
+
+    return check
+
+
+def assert_rollout_lost_no_request(stats: traffic.TrafficStats) -> None:
+    """Every request sent while version 1 was replaced by version 2 succeeded, and both answered."""
+    assert not stats.failures, f"{len(stats.failures)} of {stats.total} requests failed: {stats.failures[:5]}"
+    assert set(stats.versions()) == {"1", "2"}, stats.versions()
 
 
 # --------------------------------------------------------------------------- condition history
