@@ -15,8 +15,8 @@ import pytest
 
 from modelcycle.builders import meta, serving
 from modelcycle.controllers import kube
-from support.cluster import wait_for
-from support.serving import PodReadiness, condition, create_version, validate_version
+from support.cluster import condition, wait_for
+from support.serving import PodReadiness, create_version, validate_version
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -76,19 +76,21 @@ def wait_condition(
     return dict(wait_for(check, timeout=timeout, what=f"{name} {type_}={status} {reason or ''}"))
 
 
+def wait_validated(client: kube.Client, namespace: str, name: str, status: str, *, what: str) -> None:
+    """Until the ModelVersion's Validated condition has this status (Unknown while it validates)."""
+    wait_for(
+        lambda: condition(get(client, "ModelVersion", namespace, name), "Validated").get("status") == status,
+        timeout=60,
+        what=what,
+    )
+
+
 def validated_versions(client: kube.Client, kubelet: Any, namespace: str, *versions: int) -> None:
     for version in versions:
         create_version(client, namespace, model="iris", version=version)
         validate_version(kubelet, namespace, f"iris-v{version}")
     for version in versions:
-        wait_for(
-            lambda v=version: (
-                condition(get(client, "ModelVersion", namespace, f"iris-v{v}"), "Validated").get("status")
-                == "True"
-            ),
-            timeout=60,
-            what=f"iris-v{version} Validated",
-        )
+        wait_validated(client, namespace, f"iris-v{version}", "True", what=f"iris-v{version} Validated")
 
 
 # --------------------------------------------------------------------------- create, shape, Ready
@@ -276,14 +278,7 @@ def test_latest_rolls_out_each_newly_validated_version(
         wait_condition(client, namespace, "Ready", "True")
         # A new version that is still validating is not served; once Validated it is rolled out.
         create_version(client, namespace, model="iris", version=2)
-        wait_for(
-            lambda: (
-                condition(get(client, "ModelVersion", namespace, "iris-v2"), "Validated").get("status")
-                == "Unknown"
-            ),
-            timeout=60,
-            what="iris-v2 validating",
-        )
+        wait_validated(client, namespace, "iris-v2", "Unknown", what="iris-v2 validating")
         assert template_version(get(client, "Deployment", namespace, "iris")) == "1"
         validate_version(kubelet, namespace, "iris-v2")
         wait_for(
@@ -298,14 +293,7 @@ def test_latest_rolls_out_each_newly_validated_version(
         # A rejected newer version is never served.
         create_version(client, namespace, model="iris", version=3)
         validate_version(kubelet, namespace, "iris-v3", validated=False)
-        wait_for(
-            lambda: (
-                condition(get(client, "ModelVersion", namespace, "iris-v3"), "Validated").get("status")
-                == "False"
-            ),
-            timeout=60,
-            what="iris-v3 rejected",
-        )
+        wait_validated(client, namespace, "iris-v3", "False", what="iris-v3 rejected")
         assert template_version(get(client, "Deployment", namespace, "iris")) == "2"
         assert status_of(client, namespace)["servedVersion"] == 2
 

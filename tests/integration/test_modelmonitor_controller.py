@@ -26,11 +26,10 @@ import pytest
 from modelcycle.builders import meta, serving
 from modelcycle.controllers import kube
 from support import models
-from support.cluster import wait_for
+from support.cluster import condition, wait_for
 from support.operator import free_port
 from support.serving import (
     ServingPods,
-    condition,
     create_version,
     infer,
     serving_addresses,

@@ -90,6 +90,14 @@ def wait_for(
         time.sleep(interval)
 
 
+def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The object's status condition of this type; {} when it has none (or there is no object)."""
+    for found in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if found.get("type") == type_:
+            return dict(found)
+    return {}
+
+
 def api_client_for(kubeconfig: Path) -> client.ApiClient:
     configuration = client.Configuration()
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)

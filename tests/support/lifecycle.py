@@ -22,17 +22,10 @@ from kubernetes.client.rest import ApiException
 
 from modelcycle import API_VERSION, GROUP, VERSION
 from modelcycle.api import kinds
-from support.cluster import RESTRICTED_NAMESPACE, NamespaceFactory, wait_for
+from support.cluster import RESTRICTED_NAMESPACE, NamespaceFactory, condition, wait_for
 
 PLURALS = {k.kind: k.plural for k in kinds.ALL}
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for entry in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if entry.get("type") == type_:
-            return dict(entry)
-    return {}
 
 
 class Objects:

@@ -28,6 +28,7 @@ from modelcycle.kubeclient import Kube, WatchExpired
 from modelcycle.local import platform, traffic
 from modelcycle.workloads.safeload import load_model
 from modelcycle.workloads.store import LocalStore
+from support.cluster import condition
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
@@ -211,13 +212,6 @@ class Cluster:
 
     def snapshot(self, ds: Mapping[str, Any]) -> pd.DataFrame:
         return pd.read_parquet(self.artifact_path(ds["status"]["snapshot"]["uri"]))
-
-
-def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return dict(c)
-    return {}
 
 
 def is_true(obj: Mapping[str, Any] | None, type_: str) -> bool:

@@ -222,13 +222,6 @@ def validate_version(
     )
 
 
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for found in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if found.get("type") == type_:
-            return dict(found)
-    return {}
-
-
 # --------------------------------------------------------------------------- serving pods run here
 
 
