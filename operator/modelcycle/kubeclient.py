@@ -56,6 +56,11 @@ def api_error(status: int, reason: str, body: str) -> ApiError:
     return error_type(status, reason, body)
 
 
+def quote(value: str) -> str:
+    """One path segment (a name or namespace) for a request path."""
+    return urllib.parse.quote(value, safe="")
+
+
 def authorization(configuration: Configuration) -> str | None:
     """The Authorization header for the configuration's token (None without one), after its refresh
     hook has renewed an expiring token. The official loaders store it as "BearerToken";

@@ -49,6 +49,15 @@ def status_of(client: kube.Client, namespace: str, name: str = "iris") -> dict[s
     return dict((get(client, "ModelDeployment", namespace, name) or {}).get("status") or {})
 
 
+def ready_with(client: kube.Client, namespace: str, **expected: Any) -> bool:
+    """ModelDeployment iris is Ready and its status holds every `expected` value (one GET)."""
+    mdep = get(client, "ModelDeployment", namespace, "iris") or {}
+    status = mdep.get("status") or {}
+    return condition(mdep, "Ready").get("status") == "True" and all(
+        status.get(key) == value for key, value in expected.items()
+    )
+
+
 def template_version(deployment: dict[str, Any] | None) -> str | None:
     if deployment is None:
         return None
@@ -186,12 +195,7 @@ def test_spec_edits_converge_and_observed_generation_follows(
             what="Deployment scaled to 3",
         )
         wait_for(
-            lambda: (
-                status_of(client, namespace).get("observedGeneration") == 2
-                and condition(get(client, "ModelDeployment", namespace, "iris"), "Ready").get("status")
-                == "True"
-                and status_of(client, namespace).get("readyReplicas") == 3
-            ),
+            lambda: ready_with(client, namespace, observedGeneration=2, readyReplicas=3),
             timeout=90,
             what="Ready at generation 2 with 3 replicas",
         )
@@ -204,12 +208,7 @@ def test_spec_edits_converge_and_observed_generation_follows(
             what="template at version 2",
         )
         wait_for(
-            lambda: (
-                status_of(client, namespace).get("servedVersion") == 2
-                and status_of(client, namespace).get("observedGeneration") == 3
-                and condition(get(client, "ModelDeployment", namespace, "iris"), "Ready").get("status")
-                == "True"
-            ),
+            lambda: ready_with(client, namespace, observedGeneration=3, servedVersion=2),
             timeout=120,
             what="version 2 served and Ready at generation 3",
         )
@@ -236,11 +235,7 @@ def test_spec_edits_converge_and_observed_generation_follows(
             what="HPA removed",
         )
         wait_for(
-            lambda: (
-                status_of(client, namespace).get("observedGeneration") == 5
-                and condition(get(client, "ModelDeployment", namespace, "iris"), "Ready").get("status")
-                == "True"
-            ),
+            lambda: ready_with(client, namespace, observedGeneration=5),
             timeout=90,
             what="Ready at generation 5",
         )
@@ -282,11 +277,7 @@ def test_latest_rolls_out_each_newly_validated_version(
         assert template_version(get(client, "Deployment", namespace, "iris")) == "1"
         validate_version(kubelet, namespace, "iris-v2")
         wait_for(
-            lambda: (
-                status_of(client, namespace).get("servedVersion") == 2
-                and condition(get(client, "ModelDeployment", namespace, "iris"), "Ready").get("status")
-                == "True"
-            ),
+            lambda: ready_with(client, namespace, servedVersion=2),
             timeout=120,
             what="version 2 served",
         )
@@ -343,10 +334,8 @@ def test_canary_runs_beside_the_stable_version_and_is_promoted(
         # Healthy for promoteAfterSeconds: the stable template takes version 2, the canary goes.
         wait_for(
             lambda: (
-                status_of(client, namespace).get("servedVersion") == 2
+                ready_with(client, namespace, servedVersion=2)
                 and get(client, "Deployment", namespace, "iris-canary") is None
-                and condition(get(client, "ModelDeployment", namespace, "iris"), "Ready").get("status")
-                == "True"
             ),
             timeout=120,
             what="the canary promoted and removed",

@@ -127,34 +127,33 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             for j in existing
             if j["metadata"]["name"] != name
         )
-        if refreshing:
-            updated = runtime.updated_conditions(
+        if not refreshing:
+            return runtime.in_progress_outcome(
                 dataset,
-                [
-                    (
-                        conditions.READY,
-                        True,
-                        "SnapshotReady",
-                        f"{describe(snapshot)}; refreshing with Job {name}",
-                    ),
-                    (conditions.RECONCILING, True, "Refreshing", f"data Job {name} is taking a new snapshot"),
-                ],
-                remove=(conditions.STALLED,),
-            )
-            phase = "Refreshing"
-        else:
-            message = f"data Job {name} is taking, validating and profiling the snapshot"
-            updated = runtime.progress_conditions(
-                dataset,
-                ready=False,
                 reason="Snapshotting",
-                message=message,
-                reconciling=True,
-                extra=((conditions.VALIDATED, "Unknown", "Validating", message),),
+                message=f"data Job {name} is taking, validating and profiling the snapshot",
+                verdict=(conditions.VALIDATED, "Validating"),
+                status=base,
+                events=events,
+                requeue_after=requeue,
             )
-            phase = "Snapshotting"
+        updated = runtime.updated_conditions(
+            dataset,
+            [
+                (
+                    conditions.READY,
+                    True,
+                    "SnapshotReady",
+                    f"{describe(snapshot)}; refreshing with Job {name}",
+                ),
+                (conditions.RECONCILING, True, "Refreshing", f"data Job {name} is taking a new snapshot"),
+            ],
+            remove=(conditions.STALLED,),
+        )
         return runtime.Outcome(
-            status={**base, "conditions": updated, "phase": phase}, events=events, requeue_after=requeue
+            status={**base, "conditions": updated, "phase": "Refreshing"},
+            events=events,
+            requeue_after=requeue,
         )
 
     # The Job is finished: earlier Jobs are history now.

@@ -66,15 +66,6 @@ _UNDECIDED_REASONS = frozenset({"Validating", "Pending", "InProgress", "Waiting"
 # --------------------------------------------------------------------------- small helpers
 
 
-def parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -138,7 +129,7 @@ def available_since(deployment: dict[str, Any]) -> datetime.datetime | None:
     found = conditions.find((deployment.get("status") or {}).get("conditions"), "Available")
     if found is None or found.get("status") != "True":
         return None
-    return parse_time(found.get("lastTransitionTime"))
+    return runtime.parse_time(found.get("lastTransitionTime"))
 
 
 def record(

@@ -24,7 +24,6 @@ Every `intervalSeconds` (the reconcile requeues itself; reconciles in between on
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import threading
@@ -97,17 +96,9 @@ def forget_monitor(obj: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- time
 
 
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def rfc3339(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def epoch_of(value: str | None) -> float | None:
+    parsed = runtime.parse_time(value)
+    return parsed.timestamp() if parsed is not None else None
 
 
 # --------------------------------------------------------------------------- serving pods
@@ -218,9 +209,9 @@ def maybe_retrain(
     status = obj.get("status") or {}
     now = time.time()
     runs = ctx.client.list(kind="TrainingRun", namespace=namespace, label_selector=retraining.selector(obj))
-    created = [t for t in (parse_time(r["metadata"].get("creationTimestamp")) for r in runs) if t is not None]
+    created = [t for t in (epoch_of(r["metadata"].get("creationTimestamp")) for r in runs) if t is not None]
     last = max(
-        [t for t in [parse_time(status.get("lastRetrainTime")), *created] if t is not None], default=None
+        [t for t in [epoch_of(status.get("lastRetrainTime")), *created] if t is not None], default=None
     )
     if last is not None and now - last < retrain.cooldown_seconds:
         wait = int(retrain.cooldown_seconds - (now - last))
@@ -273,7 +264,7 @@ def maybe_retrain(
     return (
         "RetrainCreated",
         text,
-        {"lastRetrainTime": rfc3339(now), "retrainRuns": history[-RETRAIN_RUNS_LIMIT:]},
+        {"lastRetrainTime": runtime.rfc3339(now), "retrainRuns": history[-RETRAIN_RUNS_LIMIT:]},
         [runtime.Event("RetrainTriggered", text)],
     )
 
@@ -355,7 +346,7 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
 
     # Reconciles between checks (watch events, resyncs) only wait for the next check.
     now = time.time()
-    last_check = parse_time(status.get("lastCheckTime"))
+    last_check = epoch_of(status.get("lastCheckTime"))
     unchanged = status.get("observedGeneration") == generation and status.get("servedVersion") == served
     if unchanged and last_check is not None and now - last_check < interval:
         return runtime.Outcome(requeue_after=max(1.0, interval - (now - last_check)))
@@ -396,7 +387,7 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         )  # fmt: skip
     fingerprint = live.get("referenceFingerprint")
     events: list[runtime.Event] = []
-    stamp = rfc3339(now)
+    stamp = runtime.rfc3339(now)
     new_status: dict[str, Any] = {
         "servedVersion": served,
         "lastCheckTime": stamp,

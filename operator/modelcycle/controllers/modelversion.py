@@ -112,16 +112,13 @@ def _progress(
     status: dict[str, Any] | None = None,
     events: list[runtime.Event] | None = None,
 ) -> runtime.Outcome:
-    updated = runtime.progress_conditions(
+    return runtime.in_progress_outcome(
         version,
-        ready=False,
         reason=reason,
         message=message,
-        reconciling=True,
-        extra=((conditions.VALIDATED, "Unknown", reason, message),),
-    )
-    return runtime.Outcome(
-        status={**(status or {}), "conditions": updated, "phase": reason}, events=events or []
+        verdict=(conditions.VALIDATED, reason),
+        status=status,
+        events=events,
     )
 
 

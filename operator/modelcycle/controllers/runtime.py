@@ -44,8 +44,23 @@ OBJECT_READY = prometheus_client.Gauge(
 )
 
 
+def rfc3339(epoch: float) -> str:
+    """A Kubernetes timestamp (seconds, UTC) of a Unix time."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(time.time())
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    """A Kubernetes timestamp; None when absent or malformed."""
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class Stalled(Exception):
@@ -321,7 +336,9 @@ class Runner:
         try:
             outcome = registration.reconcile(obj, self.ctx)
         except Stalled as stall:
-            outcome = self._stalled_outcome(obj, stall)
+            outcome = stalled_outcome(
+                obj, reason=stall.reason, message=stall.message, status=stall.extra_status
+            )
             self._back_off(schedule, generation)
             ERRORS.labels(kind, stall.reason).inc()
             RECONCILES.labels(kind, "stalled").inc()
@@ -368,10 +385,6 @@ class Runner:
             settings.backoff_max_seconds, settings.backoff_base_seconds * 2 ** (schedule.failures - 1)
         )
         schedule.due = time.monotonic() + delay * random.uniform(0.8, 1.2)
-
-    @staticmethod
-    def _stalled_outcome(obj: dict[str, Any], stall: Stalled) -> Outcome:
-        return stalled_outcome(obj, reason=stall.reason, message=stall.message, status=stall.extra_status)
 
     _loop: asyncio.AbstractEventLoop
 
@@ -440,6 +453,34 @@ def progress_conditions(
         obj,
         [*updates, *extra],
         remove=(conditions.STALLED,) if reconciling else (conditions.STALLED, conditions.RECONCILING),
+    )
+
+
+def in_progress_outcome(
+    obj: dict[str, Any],
+    *,
+    reason: str,
+    message: str,
+    verdict: tuple[str, str],
+    status: dict[str, Any] | None = None,
+    events: list[Event] | None = None,
+    requeue_after: float | None = None,
+) -> Outcome:
+    """Work under way: not Ready and Reconciling with `reason` (also the phase), and the kind's
+    verdict condition Unknown; verdict is its (type, reason), e.g. (Validated, "Validating")."""
+    verdict_type, verdict_reason = verdict
+    updated = progress_conditions(
+        obj,
+        ready=False,
+        reason=reason,
+        message=message,
+        reconciling=True,
+        extra=((verdict_type, "Unknown", verdict_reason, message),),
+    )
+    return Outcome(
+        status={**(status or {}), "conditions": updated, "phase": reason},
+        events=events or [],
+        requeue_after=requeue_after,
     )
 
 

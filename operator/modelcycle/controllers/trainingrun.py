@@ -148,16 +148,13 @@ def _waiting(
     status: dict[str, Any] | None = None,
     requeue_after: float | None = None,
 ) -> runtime.Outcome:
-    updated = runtime.progress_conditions(
+    return runtime.in_progress_outcome(
         run,
-        ready=False,
         reason=reason,
         message=message,
-        reconciling=True,
-        extra=((conditions.SUCCEEDED, "Unknown", succeeded_reason, message),),
-    )
-    return runtime.Outcome(
-        status={**(status or {}), "conditions": updated, "phase": reason}, requeue_after=requeue_after
+        verdict=(conditions.SUCCEEDED, succeeded_reason),
+        status=status,
+        requeue_after=requeue_after,
     )
 
 

@@ -24,7 +24,6 @@ import copy
 import shutil
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import yaml
 from modelcycle import API_VERSION
 from modelcycle.api import kinds
 from modelcycle.errors import UserError
-from modelcycle.kubeclient import Kube, NotFound
+from modelcycle.kubeclient import Kube, NotFound, quote
 from modelcycle.local import controlplane as cp
 from modelcycle.local import platform, traffic
 
@@ -58,16 +57,12 @@ def default_examples() -> Path:
     return Path(__file__).resolve().parents[3] / "examples" / EXAMPLE
 
 
-def _quote(value: str) -> str:
-    return urllib.parse.quote(value, safe="")
-
-
 PLURALS: dict[str, str] = {k.kind: k.plural for k in kinds.ALL}
 
 
 def object_path(kind: str, namespace: str, name: str | None = None) -> str:
-    base = f"/apis/{API_VERSION}/namespaces/{_quote(namespace)}/{PLURALS[kind]}"
-    return f"{base}/{_quote(name)}" if name else base
+    base = f"/apis/{API_VERSION}/namespaces/{quote(namespace)}/{PLURALS[kind]}"
+    return f"{base}/{quote(name)}" if name else base
 
 
 def conditions_of(obj: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -118,12 +113,11 @@ def write_copy(documents: Sequence[Mapping[str, Any]], directory: Path) -> Path:
 def apply(kube: Kube, namespace: str, doc: Mapping[str, Any]) -> dict[str, Any]:
     body = copy.deepcopy(dict(doc))
     body["metadata"]["namespace"] = namespace
-    return kube.request(
-        "PATCH",
+    return platform.server_side_apply(
+        kube,
         object_path(body["kind"], namespace, body["metadata"]["name"]),
-        params={"fieldManager": FIELD_MANAGER, "force": True},
-        body=body,
-        content_type=platform.APPLY_PATCH,
+        body,
+        field_manager=FIELD_MANAGER,
     )
 
 
@@ -141,8 +135,8 @@ def reset_namespace(kube: Kube, namespace: str, artifacts: Path, *, timeout: flo
 
     def gone() -> bool:
         left = sum(len(kube.get(object_path(k, namespace)).get("items") or []) for k in RESET_ORDER)
-        pods = kube.get(f"/api/v1/namespaces/{_quote(namespace)}/pods").get("items") or []
-        jobs = kube.get(f"/apis/batch/v1/namespaces/{_quote(namespace)}/jobs").get("items") or []
+        pods = kube.get(f"/api/v1/namespaces/{quote(namespace)}/pods").get("items") or []
+        jobs = kube.get(f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs").get("items") or []
         return left == 0 and not pods and not jobs
 
     platform.wait_until(

@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from types import FrameType
 from typing import IO, Any
 
 from modelcycle.errors import UserError
-from modelcycle.kubeclient import MERGE_PATCH, ApiError, Conflict, Kube, NotFound, WatchExpired
+from modelcycle.kubeclient import MERGE_PATCH, ApiError, Conflict, Kube, NotFound, WatchExpired, quote
 from modelcycle.local import controlplane as cp
 from modelcycle.local.node_env import DEFAULT_POD_NETWORK, HOST_IP, allocate_ip
 from modelcycle.local.node_logs import LogServer
@@ -104,10 +103,6 @@ class NodeLayout:
         return self.logs / f"{namespace}_{name}_{uid}"
 
 
-def _quote(value: str) -> str:
-    return urllib.parse.quote(value, safe="")
-
-
 def _in_network(ip: str, network: str) -> bool:
     try:
         return ipaddress.ip_address(ip) in ipaddress.ip_network(network)
@@ -117,7 +112,7 @@ def _in_network(ip: str, network: str) -> bool:
 
 def pod_path(pod: Mapping[str, Any], suffix: str = "") -> str:
     meta = pod["metadata"]
-    return f"/api/v1/namespaces/{_quote(meta['namespace'])}/pods/{_quote(meta['name'])}{suffix}"
+    return f"/api/v1/namespaces/{quote(meta['namespace'])}/pods/{quote(meta['name'])}{suffix}"
 
 
 class NodeAgent:
@@ -225,7 +220,8 @@ class NodeAgent:
             node = self.kube.create("/api/v1/nodes", body)
         except Conflict:
             node = self.kube.patch(
-                f"/api/v1/nodes/{_quote(name)}", {"metadata": {"labels": body["metadata"]["labels"]}}
+                f"/api/v1/nodes/{quote(name)}",
+                {"metadata": {"labels": body["metadata"]["labels"]}},
             )
         self.node_uid = str(node["metadata"]["uid"])
         self.post_node_status(node)
@@ -235,7 +231,7 @@ class NodeAgent:
     def post_node_status(self, node: Mapping[str, Any] | None = None) -> None:
         name = self.options.name
         if node is None:
-            node = self.kube.get(f"/api/v1/nodes/{_quote(name)}")
+            node = self.kube.get(f"/api/v1/nodes/{quote(name)}")
         status = node_status(
             self.facts,
             resources=self.resources,
@@ -244,13 +240,13 @@ class NodeAgent:
             previous=(node.get("status") or {}).get("conditions") or [],
             kubelet_port=self.logs_server.port if self.logs_server else 0,
         )
-        self.kube.patch(f"/api/v1/nodes/{_quote(name)}/status", {"status": status})
+        self.kube.patch(f"/api/v1/nodes/{quote(name)}/status", {"status": status})
         self._last_node_status = time.monotonic()
 
     def clear_not_ready_taints(self) -> None:
         """The API server taints a new node not-ready until the node-lifecycle controller sees it
         Ready; our status says Ready, so drop those taints now instead of after its next pass."""
-        path = f"/api/v1/nodes/{_quote(self.options.name)}"
+        path = f"/api/v1/nodes/{quote(self.options.name)}"
         node = self.kube.get(path)
         taints = (node.get("spec") or {}).get("taints") or []
         kept = [t for t in taints if t.get("key") not in NOT_READY_TAINT_KEYS]
@@ -264,7 +260,7 @@ class NodeAgent:
             self.kube.patch(path, patch)
 
     def renew_lease(self) -> None:
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{_quote(self.options.name)}"
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{quote(self.options.name)}"
         body = {"spec": {"holderIdentity": self.options.name, "renewTime": micro_time(now())}}
         try:
             self.kube.patch(path, body)
@@ -480,7 +476,7 @@ class NodeAgent:
             "count": 1,
         }
         try:
-            self.kube.create(f"/api/v1/namespaces/{_quote(meta['namespace'])}/events", event)
+            self.kube.create(f"/api/v1/namespaces/{quote(meta['namespace'])}/events", event)
         except Exception as exc:  # events are best effort
             log.debug("event for pod %s not recorded: %s", pod_key(pod), exc)
 

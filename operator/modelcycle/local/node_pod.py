@@ -133,6 +133,14 @@ class Container:
     def run_dir(self, index: int) -> Path:
         return self.directory / "runs" / str(index)
 
+    def fresh_probes(self) -> dict[str, node_probe.ProbeState]:
+        """A state for each probe the spec declares, timed from the run's start."""
+        return {
+            kind: node_probe.ProbeState(kind, self.spec[f"{kind}Probe"], self.started_mono)
+            for kind in ("startup", "liveness", "readiness")
+            if self.spec.get(f"{kind}Probe")
+        }
+
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         write_json(
@@ -299,11 +307,7 @@ class PodWorker(threading.Thread):
             if container.run is not None:
                 # Probe a re-attached run again, starting from what was reported before the restart
                 # (as the kubelet does): ready stays ready, not-ready stays so, until the probes say.
-                container.probes = {
-                    kind: node_probe.ProbeState(kind, container.spec[f"{kind}Probe"], container.started_mono)
-                    for kind in ("startup", "liveness", "readiness")
-                    if container.spec.get(f"{kind}Probe")
-                }
+                container.probes = container.fresh_probes()
                 previous = reported.get(container.name) or {}
                 if "readiness" in container.probes:
                     container.probes["readiness"].result = bool(previous.get("ready"))
@@ -536,11 +540,7 @@ class PodWorker(threading.Thread):
         container.plan = plan
         container.started_mono = time.monotonic()
         container.waiting = ("", None)
-        container.probes = {
-            kind: node_probe.ProbeState(kind, container.spec[f"{kind}Probe"], container.started_mono)
-            for kind in ("startup", "liveness", "readiness")
-            if container.spec.get(f"{kind}Probe")
-        }
+        container.probes = container.fresh_probes()
         container.save()
         log.info(
             "pod %s: started container %s as pid %s at %s; log %s",

@@ -43,7 +43,6 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,7 +51,7 @@ from typing import Any
 
 from modelcycle.api import crdgen, kinds
 from modelcycle.errors import UserError
-from modelcycle.kubeclient import MERGE_PATCH, Kube
+from modelcycle.kubeclient import MERGE_PATCH, Kube, quote
 from modelcycle.local import controlplane as cp
 from modelcycle.local import procfs
 from modelcycle.local.node_env import DEFAULT_POD_NETWORK
@@ -210,10 +209,6 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _quote(value: str) -> str:
-    return urllib.parse.quote(value, safe="")
-
-
 def _die_with_parent() -> Callable[[], None] | None:
     """Pre-exec hook: SIGKILL the child when the (main thread of the) parent dies (attached mode)."""
     if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
@@ -332,11 +327,13 @@ def rss_bytes(pid: int) -> int:
 # --------------------------------------------------------------------------- cluster objects
 
 
-def server_side_apply(kube: Kube, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def server_side_apply(
+    kube: Kube, path: str, body: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER
+) -> dict[str, Any]:
     return kube.request(
         "PATCH",
         path,
-        params={"fieldManager": FIELD_MANAGER, "force": True},
+        params={"fieldManager": field_manager, "force": True},
         body=body,
         content_type=APPLY_PATCH,
     )
@@ -367,11 +364,11 @@ def ensure_namespace(
     """The namespace with its labels, and its `default` ServiceAccount (pods need it)."""
     server_side_apply(
         kube,
-        f"/api/v1/namespaces/{_quote(name)}",
+        f"/api/v1/namespaces/{quote(name)}",
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}},
     )
     wait_until(
-        lambda: kube.get_or_none(f"/api/v1/namespaces/{_quote(name)}/serviceaccounts/default"),
+        lambda: kube.get_or_none(f"/api/v1/namespaces/{quote(name)}/serviceaccounts/default"),
         timeout=timeout,
         what=f"ServiceAccount {name}/default",
     )
@@ -449,7 +446,7 @@ def ensure_artifact_store(
     """A local PersistentVolume at `path` bound to the claim `namespace/claim`; returns the PV name."""
     path.mkdir(parents=True, exist_ok=True)
     name = artifact_volume_name(namespace, claim)
-    pv_path = f"/api/v1/persistentvolumes/{_quote(name)}"
+    pv_path = f"/api/v1/persistentvolumes/{quote(name)}"
     existing = kube.get_or_none(pv_path)
     if existing is not None:
         local = ((existing.get("spec") or {}).get("local") or {}).get("path")
@@ -473,10 +470,10 @@ def ensure_artifact_store(
             "/api/v1/persistentvolumes",
             artifact_volume(name=name, path=path, node_name=node_name, namespace=namespace, claim=claim),
         )
-    pvc_path = f"/api/v1/namespaces/{_quote(namespace)}/persistentvolumeclaims/{_quote(claim)}"
+    pvc_path = f"/api/v1/namespaces/{quote(namespace)}/persistentvolumeclaims/{quote(claim)}"
     if kube.get_or_none(pvc_path) is None:
         kube.create(
-            f"/api/v1/namespaces/{_quote(namespace)}/persistentvolumeclaims",
+            f"/api/v1/namespaces/{quote(namespace)}/persistentvolumeclaims",
             artifact_claim(namespace=namespace, claim=claim, volume=name),
         )
 
@@ -494,7 +491,7 @@ def ensure_artifact_store(
 
 
 def _claim_has_uid(kube: Kube, namespace: str, claim: str, uid: str) -> bool:
-    pvc = kube.get_or_none(f"/api/v1/namespaces/{_quote(namespace)}/persistentvolumeclaims/{_quote(claim)}")
+    pvc = kube.get_or_none(f"/api/v1/namespaces/{quote(namespace)}/persistentvolumeclaims/{quote(claim)}")
     return pvc is not None and pvc["metadata"].get("uid") == uid
 
 
@@ -508,14 +505,14 @@ def install_crds(kube: Kube, *, timeout: float = 60) -> list[str]:
     for manifest in crd_manifests():
         name = manifest["metadata"]["name"]
         server_side_apply(
-            kube, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{_quote(name)}", manifest
+            kube,
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{quote(name)}",
+            manifest,
         )
         names.append(name)
 
     def established(name: str) -> bool:
-        crd = (
-            kube.get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{_quote(name)}") or {}
-        )
+        crd = kube.get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{quote(name)}") or {}
         conds = {c.get("type"): c.get("status") for c in (crd.get("status") or {}).get("conditions") or []}
         return conds.get("Established") == "True" and conds.get("NamesAccepted") == "True"
 
@@ -527,7 +524,7 @@ def install_crds(kube: Kube, *, timeout: float = 60) -> list[str]:
 
 
 def node_ready(kube: Kube, name: str) -> bool:
-    node = kube.get_or_none(f"/api/v1/nodes/{_quote(name)}")
+    node = kube.get_or_none(f"/api/v1/nodes/{quote(name)}")
     if node is None:
         return False
     conds = {c.get("type"): c.get("status") for c in (node.get("status") or {}).get("conditions") or []}
@@ -603,7 +600,7 @@ class Platform:
 
     @property
     def operator_liveness_url(self) -> str:
-        return f"http://{cp.LOOPBACK}:{self.operator_ports.get('liveness', 0)}/healthz"
+        return liveness_url(self.operator_ports)
 
     def process(self, component: str) -> cp.ProcessRecord | None:
         child = self.children.get(component)
@@ -1041,7 +1038,7 @@ def status(root: Path | None = None) -> tuple[PlatformState | None, list[Compone
                 detail = f"Node {state.node_name} {readiness}; {len(runs)} container process(es)"
             else:
                 assert state is not None
-                url = f"http://{cp.LOOPBACK}:{state.operator_ports.get('liveness', 0)}/healthz"
+                url = liveness_url(state.operator_ports)
                 ready = http_ok(url)
                 detail = f"liveness {url} {'OK' if ready else 'failing'}"
             reports.append(ComponentReport(component, [record.pid], ready, True, detail))
@@ -1053,6 +1050,11 @@ def status(root: Path | None = None) -> tuple[PlatformState | None, list[Compone
     return state, reports
 
 
+def liveness_url(operator_ports: Mapping[str, int]) -> str:
+    """The operator's liveness endpoint (kopf's /healthz) on this machine."""
+    return f"http://{cp.LOOPBACK}:{operator_ports.get('liveness', 0)}/healthz"
+
+
 def status_memory(root: Path | None = None) -> dict[str, int]:
     layout = PlatformLayout(Path(root or default_root()).expanduser().resolve())
     state = read_state(layout.root)
@@ -1060,9 +1062,9 @@ def status_memory(root: Path | None = None) -> dict[str, int]:
 
 
 def _namespace_report(kube: Kube, state: PlatformState) -> ComponentReport:
-    ns = kube.get_or_none(f"/api/v1/namespaces/{_quote(state.namespace)}")
+    ns = kube.get_or_none(f"/api/v1/namespaces/{quote(state.namespace)}")
     pvc = kube.get_or_none(
-        f"/api/v1/namespaces/{_quote(state.namespace)}/persistentvolumeclaims/{_quote(state.artifact_claim)}"
+        f"/api/v1/namespaces/{quote(state.namespace)}/persistentvolumeclaims/{quote(state.artifact_claim)}"
     )
     phase = ((pvc or {}).get("status") or {}).get("phase") or "missing"
     ok = ns is not None and phase == "Bound"

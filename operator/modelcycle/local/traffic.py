@@ -40,12 +40,11 @@ import itertools
 import json
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
-from modelcycle.kubeclient import ApiError, Kube, WatchExpired
+from modelcycle.kubeclient import ApiError, Kube, WatchExpired, quote
 
 Source = Literal["auto", "endpointslices", "pods"]
 TransportName = Literal["direct", "service-proxy"]
@@ -69,10 +68,6 @@ class Endpoint:
     @property
     def base_url(self) -> str:
         return f"http://{self.ip}:{self.port}"
-
-
-def _quote(value: str) -> str:
-    return urllib.parse.quote(value, safe="")
 
 
 def _selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -244,7 +239,7 @@ class ServiceEndpoints:
         self._changed = threading.Condition()
         self._ready: list[Endpoint] = []
         self.used_source: str | None = None
-        ns = _quote(namespace)
+        ns = quote(namespace)
         self._service = _Watched(
             kube,
             f"/api/v1/namespaces/{ns}/services",
@@ -281,21 +276,24 @@ class ServiceEndpoints:
         self._stop.set()
 
     def _recompute(self) -> None:
-        services = self._service.snapshot()
+        # Only the source in use is computed: this runs on every pod event of the namespace.
         pods = self._pods.snapshot()
-        versions = {
-            p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get(VERSION_LABEL) for p in pods
-        }
-        from_slices = endpoints_from_slices(
-            self._slices.snapshot(),
-            port_name=self.port_name,
-            versions={k: v for k, v in versions.items() if v},
-        )
-        from_pods = endpoints_from_pods(services[0], pods, port_name=self.port_name) if services else []
-        if self.source == "endpointslices" or (self.source == "auto" and from_slices):
-            ready, used = from_slices, "endpointslices"
+        ready: list[Endpoint] = []
+        if self.source != "pods":
+            versions = {
+                p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get(VERSION_LABEL) for p in pods
+            }
+            ready = endpoints_from_slices(
+                self._slices.snapshot(),
+                port_name=self.port_name,
+                versions={k: v for k, v in versions.items() if v},
+            )
+        if self.source == "endpointslices" or (self.source == "auto" and ready):
+            used = "endpointslices"
         else:
-            ready, used = from_pods, "pods"
+            services = self._service.snapshot()
+            ready = endpoints_from_pods(services[0], pods, port_name=self.port_name) if services else []
+            used = "pods"
         with self._changed:
             self._ready = ready
             self.used_source = used
@@ -418,8 +416,8 @@ class ApiServerProxy:
         self.namespace = namespace
 
     def url_path(self, endpoint: Endpoint, path: str) -> str:
-        pod = f"{_quote(endpoint.pod)}:{endpoint.port}"
-        return f"/api/v1/namespaces/{_quote(self.namespace)}/pods/{pod}/proxy{path}"
+        pod = f"{quote(endpoint.pod)}:{endpoint.port}"
+        return f"/api/v1/namespaces/{quote(self.namespace)}/pods/{pod}/proxy{path}"
 
     def __call__(
         self, endpoint: Endpoint, method: str, path: str, body: Any = None, *, timeout: float = 10.0
@@ -500,7 +498,7 @@ class OipClient:
         status, body = self.transport(
             target,
             "POST",
-            f"/v2/models/{_quote(self.model)}/infer",
+            f"/v2/models/{quote(self.model)}/infer",
             infer_body(rows, outputs=outputs, request_id=request_id),
             timeout=self.timeout,
         )
@@ -511,7 +509,7 @@ class OipClient:
     def get(self, path: str, *, endpoint: Endpoint | None = None) -> dict[str, Any]:
         target = endpoint or self.pick()
         status, body = self.transport(
-            target, "GET", f"/v2/models/{_quote(self.model)}{path}", timeout=self.timeout
+            target, "GET", f"/v2/models/{quote(self.model)}{path}", timeout=self.timeout
         )
         if status != 200:
             raise RequestFailed(target, f"HTTP {status}: {body.get('error', body)}", status)
@@ -519,7 +517,11 @@ class OipClient:
 
     def feedback(self, items: Sequence[Mapping[str, Any]], *, endpoint: Endpoint) -> dict[str, Any]:
         status, body = self.transport(
-            endpoint, "POST", f"/v2/models/{_quote(self.model)}/feedback", list(items), timeout=self.timeout
+            endpoint,
+            "POST",
+            f"/v2/models/{quote(self.model)}/feedback",
+            list(items),
+            timeout=self.timeout,
         )
         if status != 200:
             raise RequestFailed(endpoint, f"HTTP {status}: {body.get('error', body)}", status)
