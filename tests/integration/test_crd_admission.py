@@ -16,7 +16,7 @@ from kubernetes.client.rest import ApiException
 
 from modelcycle import GROUP, VERSION
 from support import malformed_cases as cases
-from support.schema_validation import names_field
+from modelcycle.api.admission import names_field
 
 EXAMPLES = cases.load_examples()
 

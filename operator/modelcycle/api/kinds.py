@@ -25,6 +25,8 @@ class Kind:
     status: type[common.KubeModel]
     description: str
     columns: tuple[PrinterColumn, ...] = field(default_factory=tuple)
+    rules: tuple[dict[str, str], ...] = ()
+    """CEL rules on the whole object (`self` is the object), such as a transition rule on the spec."""
 
     @property
     def singular(self) -> str:
@@ -89,6 +91,7 @@ MODEL_VERSION = Kind(
         PrinterColumn("Run", ".spec.lineage.trainingRun", priority=1),
         AGE,
     ),
+    rules=(modelversion.IMMUTABLE,),
 )
 MODEL_DEPLOYMENT = Kind(
     kind="ModelDeployment",

@@ -1,24 +1,27 @@
-"""Validate custom objects against the generated CRDs the way the API server does, without one.
+"""Validate ModelCycle objects the way the API server admits them, without one.
 
-The API server checks a custom object in three steps, and so does this module:
+The API server checks a created custom object in these steps, and so does this module:
 
-1. prune fields the structural schema does not declare (unknown fields are dropped, not refused);
-2. validate against the openAPIV3Schema (here: `jsonschema` with the Draft 4 dialect, whose
-   boolean `exclusiveMinimum` / `exclusiveMaximum` match OpenAPI v3.0; `x-kubernetes-*` keys are
-   not JSON Schema and are left out, and int-or-string is already an `anyOf` in our CRDs);
-3. evaluate every `x-kubernetes-validations` CEL rule (with `cel-python`) at the node where it
-   sits: `self` is that node's value, typed by its schema; rules that use `oldSelf` are transition
-   rules and run only on updates, when the old object has a value at the same place.
+1. strict field validation (what `kubectl apply` asks for): a field the structural schema does
+   not declare is refused (`unknown field "spec.foo"`), and so is an invalid `metadata.name`;
+2. the openAPIV3Schema (here: `jsonschema` with the Draft 4 dialect, whose boolean
+   `exclusiveMinimum` / `exclusiveMaximum` match OpenAPI v3.0; `x-kubernetes-*` keys are not
+   JSON Schema and are left out, and int-or-string is already an `anyOf` in our CRDs);
+3. every `x-kubernetes-validations` CEL rule (with `cel-python`) at the node where it sits: `self`
+   is that node's value, typed by its schema; a rule's `fieldPath` says which field it blames;
+   rules that use `oldSelf` are transition rules and run only on updates.
 
-Errors read like the API server's (`spec.replicas: Invalid value: ...`), with the same field
-paths, so tests/support/malformed_cases.py can state one expected field for both this engine and
-a real API server.
+`status` is ignored on create, as the status subresource makes the API server do. Errors read like
+the API server's (`spec.replicas: Invalid value: ...`) with the same field paths, which is what
+`modelcycle check` prints and what tests/integration/test_check_agreement.py holds against a real
+API server. Needs the `check` extra (cel-python, jsonschema).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,19 +32,64 @@ import jsonschema
 import yaml
 from celpy import celtypes
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO_ROOT / "crds"
+from modelcycle.api import common, crdgen, kinds
 
 Schema = dict[str, Any]
+PathParts = tuple[str | int, ...]
 _MISSING: Any = object()  # "no old value here", distinct from an explicit null
+
+METADATA_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "labels",
+        "annotations",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+        "selfLink",
+    }
+)
+_SUBDOMAIN = re.compile(common.DNS_SUBDOMAIN)
+_LABEL = re.compile(common.DNS_LABEL)
+# CEL rule reasons and how the API server words each (k8s.io/apimachinery field.ErrorType).
+_REASON_TEXT = {
+    "FieldValueInvalid": "Invalid value",
+    "FieldValueForbidden": "Forbidden",
+    "FieldValueRequired": "Required value",
+    "FieldValueDuplicate": "Duplicate value",
+}
+
+
+def field_path(parts: Sequence[str | int]) -> str:
+    """`spec.schema[0].type` from ("spec", "schema", 0, "type"), as the API server writes paths."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
 
 
 @dataclass(frozen=True)
 class FieldError:
-    """One refusal, located by an API-server-style field path such as `spec.schema[0].type`."""
+    """One refusal, located by the path of the field it blames."""
 
-    path: str
+    parts: PathParts
     message: str
+
+    @property
+    def path(self) -> str:
+        """API-server-style field path such as `spec.schema[0].type` (`<nil>` for the object)."""
+        return field_path(self.parts) or "<nil>"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -52,41 +100,63 @@ def names_field(message: str, field: str) -> bool:
     return f"{field}: " in message
 
 
-def _field_path(parts: Iterator[str | int] | list[str | int]) -> str:
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
 # ---------------------------------------------------------------------------------------------
-# step 1: pruning
+# step 1: strict field validation
 
 
-def prune(value: Any, schema: Schema) -> Any:
-    """A copy of value without the fields the structural schema does not declare."""
+def unknown_fields(value: Any, schema: Schema, parts: PathParts = ()) -> Iterator[FieldError]:
+    """Every field of value that the structural schema does not declare."""
     if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
-        return copy.deepcopy(value)
+        return
     if isinstance(value, dict) and (schema.get("type") == "object" or "properties" in schema):
         properties: Mapping[str, Schema] = schema.get("properties", {})
         values = schema.get("additionalProperties")
-        out: dict[str, Any] = {}
         for key, item in value.items():
             if key in properties:
-                out[key] = prune(item, properties[key])
+                yield from unknown_fields(item, properties[key], (*parts, key))
             elif isinstance(values, dict):
-                out[key] = prune(item, values)
-        return out
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [prune(item, schema["items"]) for item in value]
-    return copy.deepcopy(value)
+                yield from unknown_fields(item, values, (*parts, key))
+            else:
+                where = field_path((*parts, key))
+                yield FieldError((*parts, key), f'unknown field "{where}"')
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from unknown_fields(item, schema["items"], (*parts, index))
+
+
+def _dns_message(value: str, label: bool) -> str:
+    if label:
+        limit, shape = 63, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"
+    else:
+        limit, shape = 253, (
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+            "'-' or '.'"
+        )
+    if len(value) > limit:
+        return f"Invalid value: {_describe(value)}: must be no more than {limit} characters"
+    return f"Invalid value: {_describe(value)}: {shape}, and must start and end with an alphanumeric character"
+
+
+def metadata_errors(metadata: Any) -> list[FieldError]:
+    """What the API server checks of a new object's metadata: name, namespace, unknown fields."""
+    if not isinstance(metadata, dict):
+        return [FieldError(("metadata",), "Invalid type: metadata must be an object")]
+    errors = [
+        FieldError(("metadata", key), f'unknown field "metadata.{key}"')
+        for key in metadata
+        if key not in METADATA_FIELDS
+    ]
+    name = metadata.get("name")
+    if not name:
+        errors.append(FieldError(("metadata", "name"), "Required value: name or generateName is required"))
+    elif not isinstance(name, str) or len(name) > common.MAX_NAME or not _SUBDOMAIN.match(name):
+        errors.append(FieldError(("metadata", "name"), _dns_message(str(name), label=False)))
+    namespace = metadata.get("namespace")
+    if namespace is not None and (
+        not isinstance(namespace, str) or len(namespace) > common.MAX_LABEL or not _LABEL.match(namespace)
+    ):
+        errors.append(FieldError(("metadata", "namespace"), _dns_message(str(namespace), label=True)))
+    return errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +178,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return '"array"'
     if isinstance(value, str):
-        return f'"{value}"'
+        return f'"{value[:64]}..."' if len(value) > 64 else f'"{value}"'
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
@@ -122,7 +192,7 @@ _CEL_NOT_CHECKED = (
 def _schema_errors(validator: jsonschema.protocols.Validator, obj: Any) -> list[FieldError]:
     errors: list[FieldError] = []
     for error in validator.iter_errors(obj):
-        path = _field_path(list(error.absolute_path))
+        parts: PathParts = tuple(error.absolute_path)
         if error.validator == "required":
             # jsonschema reports the parent; the API server names the missing field itself.
             missing = [
@@ -130,18 +200,19 @@ def _schema_errors(validator: jsonschema.protocols.Validator, obj: Any) -> list[
                 for n in error.validator_value
                 if isinstance(error.instance, dict) and n not in error.instance
             ]
-            errors.extend(FieldError(_join(path, name), "Required value") for name in missing)
+            errors.extend(FieldError((*parts, name), "Required value") for name in missing)
         elif error.validator == "enum":
             allowed = ", ".join(_describe(v) for v in error.validator_value)
             errors.append(
                 FieldError(
-                    path, f"Unsupported value: {_describe(error.instance)}: supported values: {allowed}"
+                    parts, f"Unsupported value: {_describe(error.instance)}: supported values: {allowed}"
                 )
             )
         elif error.validator == "type":
-            errors.append(FieldError(path, f"Invalid type: {_describe(error.instance)}: {error.message}"))
+            errors.append(FieldError(parts, f"Invalid type: {_describe(error.instance)}: {error.message}"))
         else:
-            errors.append(FieldError(path, f"Invalid value: {_describe(error.instance)}: {error.message}"))
+            message = error.message if len(error.message) < 300 else error.message[:300] + "..."
+            errors.append(FieldError(parts, f"Invalid value: {_describe(error.instance)}: {message}"))
     return errors
 
 
@@ -212,7 +283,12 @@ def _is_transition_rule(rule: str) -> bool:
     return "oldSelf" in rule
 
 
-def _cel_errors(schema: Schema, value: Any, old: Any, path: str) -> list[FieldError]:
+def _blamed(parts: PathParts, rule: Mapping[str, Any]) -> PathParts:
+    relative = str(rule.get("fieldPath", "")).lstrip(".")
+    return (*parts, *relative.split(".")) if relative else parts
+
+
+def _cel_errors(schema: Schema, value: Any, old: Any, parts: PathParts) -> list[FieldError]:
     errors: list[FieldError] = []
     if value is None:
         return errors
@@ -223,7 +299,7 @@ def _cel_errors(schema: Schema, value: Any, old: Any, path: str) -> list[FieldEr
             if old is _MISSING or old is None:
                 continue
             activation["oldSelf"] = to_cel(old, schema)
-        where = _join(path, rule["fieldPath"].lstrip(".")) if rule.get("fieldPath") else path
+        where = _blamed(parts, rule)
         try:
             result = _program(expression).evaluate(activation)
         except celpy.CELEvalError as exc:
@@ -239,7 +315,8 @@ def _cel_errors(schema: Schema, value: Any, old: Any, path: str) -> list[FieldEr
             )
         elif not bool(result):
             message = rule.get("message") or f"failed rule: {expression}"
-            errors.append(FieldError(where, f"Invalid value: {message}"))
+            text = _REASON_TEXT.get(str(rule.get("reason", "FieldValueInvalid")), "Invalid value")
+            errors.append(FieldError(where, f"{text}: {message}"))
 
     if isinstance(value, dict):
         properties: Mapping[str, Schema] = schema.get("properties", {})
@@ -248,16 +325,35 @@ def _cel_errors(schema: Schema, value: Any, old: Any, path: str) -> list[FieldEr
             child = properties.get(key, values if isinstance(values, dict) else None)
             if child is not None:
                 old_item = old.get(key, _MISSING) if isinstance(old, dict) else _MISSING
-                errors.extend(_cel_errors(child, item, old_item, _join(path, key)))
+                errors.extend(_cel_errors(child, item, old_item, (*parts, key)))
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         # Old list items are correlated only for map-type lists; none of our rules need that.
         for index, item in enumerate(value):
-            errors.extend(_cel_errors(schema["items"], item, _MISSING, f"{path}[{index}]"))
+            errors.extend(_cel_errors(schema["items"], item, _MISSING, (*parts, index)))
     return errors
 
 
 # ---------------------------------------------------------------------------------------------
 # the validator of one CRD
+
+
+def prune(value: Any, schema: Schema) -> Any:
+    """A copy of value without the fields the structural schema does not declare."""
+    if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
+        return copy.deepcopy(value)
+    if isinstance(value, dict) and (schema.get("type") == "object" or "properties" in schema):
+        properties: Mapping[str, Schema] = schema.get("properties", {})
+        values = schema.get("additionalProperties")
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in properties:
+                out[key] = prune(item, properties[key])
+            elif isinstance(values, dict):
+                out[key] = prune(item, values)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [prune(item, schema["items"]) for item in value]
+    return copy.deepcopy(value)
 
 
 class CrdValidator:
@@ -286,21 +382,34 @@ class CrdValidator:
             pruned["metadata"] = copy.deepcopy(obj["metadata"])
         return pruned
 
-    def errors(self, obj: Mapping[str, Any], *, old: Mapping[str, Any] | None = None) -> list[FieldError]:
-        """Why the API server would refuse to create obj (or to update old to obj); empty if it would not."""
-        pruned = self.prune(obj)
-        errors = _schema_errors(self._validator, pruned)
+    def errors(
+        self, obj: Mapping[str, Any], *, old: Mapping[str, Any] | None = None, strict: bool = False
+    ) -> list[FieldError]:
+        """Why the API server would refuse to create obj (or to update old to obj); empty if it would not.
+
+        strict: refuse unknown fields and an invalid metadata.name (what `kubectl apply` asks the API
+        server for) instead of dropping them silently (what a plain API request gets).
+        """
+        created = {k: v for k, v in obj.items() if k != "status"} if old is None else dict(obj)
+        if strict:
+            unknown = list(unknown_fields({k: v for k, v in created.items() if k != "metadata"}, self.schema))
+            if unknown:
+                # Strict decoding fails before the object is validated at all, as on the API server.
+                return unknown
+        errors = metadata_errors(created.get("metadata", {})) if strict else []
+        pruned = self.prune(created)
+        errors += _schema_errors(self._validator, pruned)
         if any(e.message.startswith(_SKIPS_CEL) for e in errors):
             # Like the API server: with a field missing, of the wrong type or outside its enum, CEL
             # rules could only fail with evaluation errors, so they are not run at all.
-            return [*errors, FieldError("<nil>", f"Invalid value: null: {_CEL_NOT_CHECKED}")]
+            return [*errors, FieldError((), f"Invalid value: null: {_CEL_NOT_CHECKED}")]
         old_pruned = self.prune(old) if old is not None else _MISSING
-        errors.extend(_cel_errors(self.schema, pruned, old_pruned, ""))
+        errors.extend(_cel_errors(self.schema, pruned, old_pruned, ()))
         return errors
 
 
-def load_crds(crd_dir: Path = CRD_DIR) -> dict[str, dict[str, Any]]:
-    """The generated CRDs by kind."""
+def load_crds(crd_dir: Path) -> dict[str, dict[str, Any]]:
+    """The CRDs in a directory (such as the repository's crds/), by kind."""
     crds: dict[str, dict[str, Any]] = {}
     for path in sorted(crd_dir.glob("*.yaml")):
         document = yaml.safe_load(path.read_text())
@@ -308,6 +417,7 @@ def load_crds(crd_dir: Path = CRD_DIR) -> dict[str, dict[str, Any]]:
     return crds
 
 
-def load_validators(crd_dir: Path = CRD_DIR) -> dict[str, CrdValidator]:
-    """A validator per kind, from the generated CRDs."""
-    return {kind: CrdValidator(crd) for kind, crd in load_crds(crd_dir).items()}
+@cache
+def validators() -> dict[str, CrdValidator]:
+    """A validator per kind, from the CRDs the models generate (the ones `modelcycle crds` writes)."""
+    return {kind.kind: CrdValidator(crdgen.crd(kind)) for kind in kinds.ALL}
