@@ -190,11 +190,26 @@ def profile_from_metadata(metadata: dict[str, Any], store_spec: str | None) -> d
     return profile
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """The names and the URI the server is given: Kubernetes names, no path that climbs out (exit 2)."""
+    from modelcycle.workloads import inputs
+    from modelcycle.workloads.results import InvalidSpec
+
+    try:
+        inputs.name(args.model_name, "--model-name", label=True)
+        inputs.name(str(args.model_version), "--model-version", label=True)
+        if args.artifact_uri is not None:
+            inputs.artifact_uri(args.artifact_uri, "--artifact-uri")
+    except InvalidSpec as exc:
+        raise UserError(exc.message) from exc
+
+
 def load_model(args: argparse.Namespace) -> Any:
     from modelcycle.workloads import serve_model
 
     if (args.model_dir is None) == (args.artifact_uri is None):
         raise UserError("give exactly one of --model-dir and --artifact-uri")
+    check_inputs(args)
     if args.model_dir is not None:
         return serve_model.load_model_dir(
             args.model_dir, name=args.model_name, version=str(args.model_version), expected_sha256=args.sha256
