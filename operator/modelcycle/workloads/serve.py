@@ -86,11 +86,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--feedback-window", type=_positive_int, default=10_000, help="labelled rows kept (default 10000)"
     )
-    parser.add_argument(
+    limits = parser.add_argument_group("request limits (docs/serving.md)")
+    limits.add_argument(
         "--max-body-bytes",
         type=_positive_int,
         default=16 << 20,
-        help="largest request body accepted (default 16 MiB; larger: 413)",
+        help="largest request body accepted, also after decompression (default 16 MiB; larger: 413)",
+    )
+    limits.add_argument(
+        "--max-request-line-bytes",
+        type=_positive_int,
+        default=8 << 10,
+        help="longest request target, path and query (default 8 KiB; longer: 414)",
+    )
+    limits.add_argument(
+        "--max-header-bytes",
+        type=_positive_int,
+        default=8 << 10,
+        help="longest single header, name and value (default 8 KiB; longer: 431)",
+    )
+    limits.add_argument(
+        "--max-headers-total-bytes",
+        type=_positive_int,
+        default=32 << 10,
+        help="most bytes of all headers together (default 32 KiB; more: 431)",
+    )
+    limits.add_argument(
+        "--max-headers", type=_positive_int, default=100, help="most header fields (default 100; more: 431)"
     )
     parser.add_argument(
         "--predict-thread",
@@ -236,7 +258,7 @@ def load_model(args: argparse.Namespace) -> Any:
 
 async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | None) -> int:
     from modelcycle.workloads.serve_app import DriftConfig, InferenceApp
-    from modelcycle.workloads.serve_http import HttpServer
+    from modelcycle.workloads.serve_http import HttpServer, Limits
 
     executor = (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
@@ -261,9 +283,16 @@ async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | 
     )
     server = HttpServer(
         app.handle,
-        max_body_bytes=args.max_body_bytes,
+        limits=Limits(
+            max_request_line_bytes=args.max_request_line_bytes,
+            max_header_bytes=args.max_header_bytes,
+            max_headers_total_bytes=args.max_headers_total_bytes,
+            max_headers=args.max_headers,
+            max_body_bytes=args.max_body_bytes,
+        ),
         keepalive_timeout=args.keepalive_timeout,
         request_timeout=args.request_timeout,
+        on_refused=app.refused,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
