@@ -122,6 +122,8 @@ def read_documents(label: str, text: str) -> list[Document]:
     try:
         while loader.check_node():
             node = loader.get_node()
+            if node is None:
+                break
             value = loader.construct_document(node)
             if value is not None:
                 documents.append(Document(label, node, value))
@@ -132,7 +134,9 @@ def read_documents(label: str, text: str) -> list[Document]:
     return documents
 
 
-def _duplicates(node: yaml.Node, parts: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], int]]:
+def _duplicates(
+    node: yaml.Node, parts: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], int]]:
     """Paths of fields given twice in one mapping (the API server's strict decoding refuses them)."""
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -168,7 +172,9 @@ def check_document(document: Document) -> list[Finding]:
     duplicates = list(_duplicates(document.node))
     if duplicates:
         return [
-            Finding(document.file, line, document.kind, document.name, admission.field_path(p), "duplicate field")
+            Finding(
+                document.file, line, document.kind, document.name, admission.field_path(p), "duplicate field"
+            )
             for p, line in duplicates
         ]
     obj = document.value
@@ -198,7 +204,9 @@ def check_references(documents: Sequence[Document]) -> list[Finding]:
             name = _get(document.value, parts) if document.kind == kind else None
             if not isinstance(name, str) or (target, document.namespace, name) in present:
                 continue
-            where = f"namespace {document.namespace}" if document.namespace else "the namespace it is applied to"
+            where = (
+                f"namespace {document.namespace}" if document.namespace else "the namespace it is applied to"
+            )
             notes.append(
                 Finding(
                     document.file,
@@ -276,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
         import jsonschema  # noqa: F401
     except ImportError as exc:
         raise errors.UserError(
-            f"modelcycle check needs the `check` extra ({exc.name} is missing): pip install 'modelcycle[check]'"
+            f"modelcycle check needs the `check` extra ({exc.name} is missing): "
+            "pip install 'modelcycle[check]'"
         ) from exc
     report = check(args.targets)
     code = report.exit_code(require_refs=args.require_refs)

@@ -62,7 +62,9 @@ def test_valid_twins_are_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 0, out
 
 
-def test_finding_line_names_file_line_kind_name_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_finding_line_names_file_line_kind_name_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(
         "# a comment\n"
@@ -97,14 +99,20 @@ def test_finding_line_names_file_line_kind_name_and_field(tmp_path: Path, capsys
     ],
     ids=["duplicate-field", "unknown-field"],
 )
-def test_strict_field_validation(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str) -> None:
+def test_strict_field_validation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str
+) -> None:
     path = tmp_path / "d.yaml"
-    path.write_text(f"apiVersion: modelcycle.io/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: d}}\n{text}")
+    path.write_text(
+        f"apiVersion: modelcycle.io/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: d}}\n{text}"
+    )
     code, out, _ = _run("-f", str(path), capsys=capsys)
     assert code == 1 and f": ModelDeployment/d: {field}: " in out, out
 
 
-def test_references_inside_the_set_pass_and_outside_are_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_references_inside_the_set_pass_and_outside_are_notes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = cases.with_changes(cases.BASES["TrainingRun"], "run", {"spec.datasetRef.name": "iris"})
     dataset = cases.with_changes(cases.BASES["Dataset"], "iris", {})
     monitor = cases.with_changes(cases.BASES["ModelMonitor"], "watch", {"spec.deploymentRef.name": "serve"})
@@ -125,10 +133,14 @@ def test_references_in_another_namespace_do_not_count(tmp_path: Path) -> None:
     assert [f.field for f in report.findings] == ["spec.datasetRef.name"]
 
 
-def test_directory_and_stdin_other_kinds_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_directory_and_stdin_other_kinds_are_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "sub").mkdir()
     _write(tmp_path / "sub" / "ok.yml", [cases.BASES["Dataset"]])
-    (tmp_path / "app.yaml").write_text("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: x}\n")
+    (tmp_path / "app.yaml").write_text(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: x}\n"
+    )
     (tmp_path / "notes.txt").write_text("not yaml: [")
     code, _, err = _run("-f", str(tmp_path), capsys=capsys)
     assert code == 0 and "checked 1 object(s)" in err
@@ -141,7 +153,9 @@ def test_directory_and_stdin_other_kinds_are_skipped(tmp_path: Path, capsys: pyt
     [b"kind: [\n", b"\xff\xfe not utf-8", None],
     ids=["bad-yaml", "not-utf8", "missing"],
 )
-def test_unreadable_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None) -> None:
+def test_unreadable_input_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None
+) -> None:
     path = tmp_path / "m.yaml"
     if content is not None:
         path.write_bytes(content)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from modelcycle import API_VERSION
-from support import malformed_cases as cases
 from modelcycle.api import crdgen, kinds
 from modelcycle.api.admission import CrdValidator, FieldError, names_field, validators
+from support import malformed_cases as cases
 
 VALIDATORS = validators()
 EXAMPLES = cases.load_examples()
@@ -47,9 +47,9 @@ def _unbounded(schema: Any, path: str) -> list[str]:
         found.append(path)
     if schema.get("type") == "array" and "maxItems" not in schema:
         found.append(path)
-    if schema.get("type") == "object" and isinstance(schema.get("additionalProperties"), dict):
-        if "maxProperties" not in schema:
-            found.append(path)
+    values = schema.get("additionalProperties")
+    if schema.get("type") == "object" and isinstance(values, dict) and "maxProperties" not in schema:
+        found.append(path)
     for name, sub in (schema.get("properties") or {}).items():
         found += _unbounded(sub, f"{path}.{name}")
     for key in ("items", "additionalProperties"):

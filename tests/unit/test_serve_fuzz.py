@@ -61,7 +61,8 @@ FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal
 TENSOR = st.fixed_dictionaries(
     {
         "name": st.sampled_from([*FEATURES, "input-0", "x"]) | JSON,
-        "datatype": st.sampled_from(["FP64", "FP32", "FP16", "INT64", "INT32", "UINT8", "BOOL", "BYTES"]) | JSON,
+        "datatype": st.sampled_from(["FP64", "FP32", "FP16", "INT64", "INT32", "UINT8", "BOOL", "BYTES"])
+        | JSON,
         "shape": st.lists(st.integers(-2, 6), max_size=3) | JSON,
         "data": st.lists(NUMBERS | st.lists(NUMBERS, max_size=6) | st.text(max_size=5), max_size=10) | JSON,
     },
@@ -122,7 +123,11 @@ def _statuses(data: bytes) -> list[int]:
         head, _, rest = data.partition(b"\r\n\r\n")
         found.append(int(head[9:12]))
         length = next(
-            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            ),
             0,
         )
         data = rest[length:]
@@ -171,7 +176,10 @@ def served(iris: models.ModelDir) -> serve_model.ServedModel:
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.binary(max_size=500) | (OIP | JSON).map(lambda v: json.dumps(v).encode()), split=st.none() | st.text(max_size=6))
+@given(
+    body=st.binary(max_size=500) | (OIP | JSON).map(lambda v: json.dumps(v).encode()),
+    split=st.none() | st.text(max_size=6),
+)
 def test_oip_decoding_refuses_with_a_4xx_or_decodes(
     served: serve_model.ServedModel, body: bytes, split: str | None
 ) -> None:

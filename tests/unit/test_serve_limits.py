@@ -7,6 +7,7 @@ process on 127.0.0.1; raw sockets where requests/urllib would refuse to send the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -36,10 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def _exchange(server: ServerProcess, payload: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send payload, read the one response until the server closes; (status, headers, body)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        try:
-            sock.sendall(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused mid-send: the answer is already on its way
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(payload)  # may be refused mid-send: the answer is already on its way
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -65,7 +64,9 @@ LIMITED = [
     pytest.param(b"GET /v2/health/live?" + b"q" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, id="url-9k"),
     pytest.param(b"GET /v2/health/live HTTP/1.1\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n", 431, id="header-9k"),
     pytest.param(
-        b"GET /v2/health/live HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 4000) for i in range(9)) + b"\r\n",
+        b"GET /v2/health/live HTTP/1.1\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 4000) for i in range(9))
+        + b"\r\n",
         431,
         id="headers-36k-total",
     ),
@@ -75,7 +76,9 @@ LIMITED = [
         id="101-headers",
     ),
     pytest.param(
-        f"POST {INFER} HTTP/1.1\r\nContent-Length: 100001\r\n\r\n".encode(), 413, id="declared-body-over-limit"
+        f"POST {INFER} HTTP/1.1\r\nContent-Length: 100001\r\n\r\n".encode(),
+        413,
+        id="declared-body-over-limit",
     ),
 ]
 
@@ -152,7 +155,9 @@ def test_limits_are_flags(tmp_path_factory: pytest.TempPathFactory) -> None:
         assert small.get("/v2/health/live?" + "q" * 60).status_code == 414
         assert small.get("/v2/health/live", headers={"X-A": "v" * 120}).status_code == 431
         assert small.get("/v2/health/live", headers={f"X-{i}": "v" * 60 for i in range(4)}).status_code == 431
-        status, _, _ = _exchange(small, b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: v\r\n" % i for i in range(6)) + b"\r\n")
+        status, _, _ = _exchange(
+            small, b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: v\r\n" % i for i in range(6)) + b"\r\n"
+        )
         assert status == 431
         started = time.monotonic()
         assert small.get("/v2/health/ready").status_code == 200

@@ -96,8 +96,14 @@ class FieldError:
 
 
 def names_field(message: str, field: str) -> bool:
-    """Whether an error message blames `field` itself (the API server writes `<field>: <reason>`)."""
-    return f"{field}: " in message
+    """Whether an error message blames `field` itself.
+
+    The API server writes `<field>: <reason>` for a refused value and, under strict field
+    validation, `unknown field "<field>"` or `duplicate field "<field>"`.
+    """
+    return any(
+        form in message for form in (f"{field}: ", f'unknown field "{field}"', f'duplicate field "{field}"')
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,15 +132,20 @@ def unknown_fields(value: Any, schema: Schema, parts: PathParts = ()) -> Iterato
 
 def _dns_message(value: str, label: bool) -> str:
     if label:
-        limit, shape = 63, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"
+        limit, shape = (
+            63,
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'",
+        )
     else:
-        limit, shape = 253, (
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-            "'-' or '.'"
+        limit, shape = (
+            253,
+            ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"),
         )
     if len(value) > limit:
         return f"Invalid value: {_describe(value)}: must be no more than {limit} characters"
-    return f"Invalid value: {_describe(value)}: {shape}, and must start and end with an alphanumeric character"
+    return (
+        f"Invalid value: {_describe(value)}: {shape}, and must start and end with an alphanumeric character"
+    )
 
 
 def metadata_errors(metadata: Any) -> list[FieldError]:

@@ -22,7 +22,8 @@ RELATIVE_PATH = rf"^{_SEGMENT}(/{_SEGMENT})*$"
 _BUCKET = r"[a-z0-9][a-z0-9.-]{1,62}"
 ARTIFACT_URI = rf"^(pvc://|s3://{_BUCKET}/|file:///){_SEGMENT}(/{_SEGMENT})*$"
 """`pvc://<relative path>`, `s3://<bucket>/<key>` or `file:///<path>`, none with a `..` segment."""
-QUANTITY = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+_DECIMAL = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+QUANTITY = rf"^\+?{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_DECIMAL}))?$"
 """A non-negative Kubernetes resource quantity (the syntax of k8s.io/apimachinery resource.Quantity)."""
 
 # Bounds chosen from what Kubernetes allows (object names, label values, annotation sizes).
@@ -104,7 +105,9 @@ ModelName = Annotated[
 ]
 
 
-def rule(expression: str, message: str, *, field_path: str, reason: str = "FieldValueInvalid") -> dict[str, str]:
+def rule(
+    expression: str, message: str, *, field_path: str, reason: str = "FieldValueInvalid"
+) -> dict[str, Any]:
     """A CEL validation rule that blames `field_path` (relative to the node it sits on, `.minReplicas`).
 
     reason is one of FieldValueInvalid, FieldValueForbidden, FieldValueRequired, FieldValueDuplicate.
@@ -113,7 +116,7 @@ def rule(expression: str, message: str, *, field_path: str, reason: str = "Field
 
 
 class KubeModel(BaseModel):
-    """Base of every API type: camelCase JSON, unknown fields refused, strict types, docstring descriptions."""
+    """Base of every API type: camelCase JSON, unknown fields refused, strict types, docstrings."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,

@@ -101,7 +101,7 @@ def crd(kind: kinds.Kind) -> dict[str, Any]:
     spec_schema = model_schema(kind.spec)
     spec_schema["description"] = spec_schema.get("description", f"Desired state of a {kind.kind}.")
     status_schema = model_schema(kind.status)
-    root = {
+    root: dict[str, Any] = {
         "type": "object",
         "description": kind.description,
         "required": ["spec"],

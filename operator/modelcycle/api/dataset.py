@@ -44,7 +44,7 @@ class ConfigMapSource(common.KubeModel):
     name: common.K8sName
     """Name of the ConfigMap."""
     key: str = Field(min_length=1, max_length=common.MAX_NAME, pattern=r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$")
-    """Key holding the file contents: letters, digits, `-`, `_` and `.`; not `.` and not starting with `..`."""
+    """Key holding the file contents: letters, digits, `-`, `_` and `.`; not `.`, not starting `..`."""
 
 
 _ONE_SOURCE = "exactly one of builtin, url, s3, pvc, configMap must be set"

@@ -150,7 +150,7 @@ def _default(value: Any) -> str:
     return f"`{value}`" if isinstance(value, str) and value else f"`{json.dumps(value)}`"
 
 
-def _table(model: type[Any], root: str, object_rules: Sequence[dict[str, str]] = ()) -> list[str]:
+def _table(model: type[Any], root: str, object_rules: Sequence[dict[str, Any]] = ()) -> list[str]:
     lines = [
         "| Field | Type | Required | Default | Description |",
         "|---|---|---|---|---|",

@@ -22,7 +22,9 @@ _ARTIFACT_URI = re.compile(common.ARTIFACT_URI)
 def name(value: object, field: str, *, label: bool = False) -> str:
     """value if it is a Kubernetes name (a DNS-1123 subdomain, or a label with label=True)."""
     limit, pattern, what = (
-        (common.MAX_LABEL, _LABEL, "DNS-1123 label") if label else (common.MAX_NAME, _SUBDOMAIN, "DNS-1123 subdomain")
+        (common.MAX_LABEL, _LABEL, "DNS-1123 label")
+        if label
+        else (common.MAX_NAME, _SUBDOMAIN, "DNS-1123 subdomain")
     )
     if not isinstance(value, str) or not value or len(value) > limit or not pattern.match(value):
         dots = "" if label else " ('.' between labels)"

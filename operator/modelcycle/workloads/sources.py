@@ -180,7 +180,9 @@ def load_source(
             raise InvalidSpec(f"spec.source.configMap.key: {key!r} must not contain '/'")
         volume = inputs.under(config_map_dir, config_map, field="spec.source.configMap.name")
         where = f"configMap:{config_map}/{key}"
-        data = read_local(inputs.under(volume, key, field="spec.source.configMap.key"), f"ConfigMap {config_map}")
+        data = read_local(
+            inputs.under(volume, key, field="spec.source.configMap.key"), f"ConfigMap {config_map}"
+        )
     else:
         raise InvalidSpec("spec.source must set exactly one of builtin, url, s3, pvc, configMap")
     log.info("read %d bytes from %s", len(data), where)

@@ -26,8 +26,8 @@ import pandas as pd
 
 from modelcycle.api import trainingrun as api
 from modelcycle.api.common import Split
-from modelcycle.workloads import metrics as metrics_mod
 from modelcycle.workloads import inputs, safeload, specfile
+from modelcycle.workloads import metrics as metrics_mod
 from modelcycle.workloads import snapshot as snap_mod
 from modelcycle.workloads import store as store_mod
 from modelcycle.workloads.results import (

@@ -23,8 +23,8 @@ from typing import Any
 
 from modelcycle.api import modelversion as api
 from modelcycle.api.common import Gates, Split
-from modelcycle.workloads import metrics as metrics_mod
 from modelcycle.workloads import inputs, safeload, specfile
+from modelcycle.workloads import metrics as metrics_mod
 from modelcycle.workloads import snapshot as snap_mod
 from modelcycle.workloads import store as store_mod
 from modelcycle.workloads.results import InvalidSpec, WorkloadError, add_common_arguments, run_workload
