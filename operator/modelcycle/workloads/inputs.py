@@ -19,40 +19,38 @@ _RELATIVE = re.compile(common.RELATIVE_PATH)
 _ARTIFACT_URI = re.compile(common.ARTIFACT_URI)
 
 
+def _matching(value: object, field: str, pattern: re.Pattern[str], limit: int, expected: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit or not pattern.match(value):
+        raise InvalidSpec(f"{field}: {value!r} {expected} (at most {limit} characters)")
+    return value
+
+
 def name(value: object, field: str, *, label: bool = False) -> str:
     """value if it is a Kubernetes name (a DNS-1123 subdomain, or a label with label=True)."""
-    limit, pattern, what = (
-        (common.MAX_LABEL, _LABEL, "DNS-1123 label")
-        if label
-        else (common.MAX_NAME, _SUBDOMAIN, "DNS-1123 subdomain")
-    )
-    if not isinstance(value, str) or not value or len(value) > limit or not pattern.match(value):
-        dots = "" if label else " ('.' between labels)"
-        raise InvalidSpec(
-            f"{field}: {value!r} is not a Kubernetes name: it must be a {what} of lowercase letters, "
-            f"digits and '-'{dots}, at most {limit} characters"
+    if label:
+        expected = (
+            "is not a Kubernetes name: it must be a DNS-1123 label of lowercase letters, digits and '-'"
         )
-    return value
+        return _matching(value, field, _LABEL, common.MAX_LABEL, expected)
+    expected = (
+        "is not a Kubernetes name: it must be a DNS-1123 subdomain of lowercase letters, digits and '-' "
+        "('.' between labels)"
+    )
+    return _matching(value, field, _SUBDOMAIN, common.MAX_NAME, expected)
 
 
 def relative_path(value: object, field: str) -> str:
     """value if it is a relative path without an empty, `.` or `..` segment."""
-    if not isinstance(value, str) or len(value) > common.MAX_PATH or not _RELATIVE.match(value):
-        raise InvalidSpec(
-            f"{field}: {value!r} must be a relative path inside its volume "
-            "(no leading '/', no empty, '.' or '..' segment)"
-        )
-    return value
+    expected = "must be a relative path inside its volume (no leading '/', no empty, '.' or '..' segment)"
+    return _matching(value, field, _RELATIVE, common.MAX_PATH, expected)
 
 
 def artifact_uri(value: object, field: str) -> str:
     """value if it is a pvc://, s3:// or file:/// URI without an empty, `.` or `..` segment."""
-    if not isinstance(value, str) or len(value) > common.MAX_URI or not _ARTIFACT_URI.match(value):
-        raise InvalidSpec(
-            f"{field}: {value!r} must be a pvc://<path>, s3://<bucket>/<key> or file:///<path> URI "
-            "with no empty, '.' or '..' segment"
-        )
-    return value
+    expected = (
+        "must be a pvc://<path>, s3://<bucket>/<key> or file:///<path> URI with no empty, '.' or '..' segment"
+    )
+    return _matching(value, field, _ARTIFACT_URI, common.MAX_URI, expected)
 
 
 def under(root: str | Path, *parts: str, field: str) -> Path:

@@ -45,6 +45,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+LIMIT_HELP = {
+    "max_body_bytes": "largest request body accepted, also after decompression (default 16 MiB; larger: 413)",
+    "max_request_line_bytes": "longest request target, path and query (default 8 KiB; longer: 414)",
+    "max_header_bytes": "longest single header, name and value (default 8 KiB; longer: 431)",
+    "max_headers_total_bytes": "most bytes of all headers together (default 32 KiB; more: 431)",
+    "max_headers": "most header fields (default 100; more: 431)",
+}
+"""One flag per field of serve_http.Limits (`--max-headers` for max_headers), defaults from it."""
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("model (one of)")
     source.add_argument("--model-dir", type=Path, help="directory with the .skops file and metadata.json")
@@ -86,34 +96,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--feedback-window", type=_positive_int, default=10_000, help="labelled rows kept (default 10000)"
     )
+    from modelcycle.workloads.serve_http import Limits
+
     limits = parser.add_argument_group("request limits (docs/serving.md)")
-    limits.add_argument(
-        "--max-body-bytes",
-        type=_positive_int,
-        default=16 << 20,
-        help="largest request body accepted, also after decompression (default 16 MiB; larger: 413)",
-    )
-    limits.add_argument(
-        "--max-request-line-bytes",
-        type=_positive_int,
-        default=8 << 10,
-        help="longest request target, path and query (default 8 KiB; longer: 414)",
-    )
-    limits.add_argument(
-        "--max-header-bytes",
-        type=_positive_int,
-        default=8 << 10,
-        help="longest single header, name and value (default 8 KiB; longer: 431)",
-    )
-    limits.add_argument(
-        "--max-headers-total-bytes",
-        type=_positive_int,
-        default=32 << 10,
-        help="most bytes of all headers together (default 32 KiB; more: 431)",
-    )
-    limits.add_argument(
-        "--max-headers", type=_positive_int, default=100, help="most header fields (default 100; more: 431)"
-    )
+    defaults = Limits()
+    for field, what in LIMIT_HELP.items():
+        flag = "--" + field.replace("_", "-")
+        limits.add_argument(flag, type=_positive_int, default=getattr(defaults, field), help=what)
     parser.add_argument(
         "--predict-thread",
         choices=["yes", "no"],
@@ -283,13 +272,7 @@ async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | 
     )
     server = HttpServer(
         app.handle,
-        limits=Limits(
-            max_request_line_bytes=args.max_request_line_bytes,
-            max_header_bytes=args.max_header_bytes,
-            max_headers_total_bytes=args.max_headers_total_bytes,
-            max_headers=args.max_headers,
-            max_body_bytes=args.max_body_bytes,
-        ),
+        limits=Limits(**{field: getattr(args, field) for field in LIMIT_HELP}),
         keepalive_timeout=args.keepalive_timeout,
         request_timeout=args.request_timeout,
         on_refused=app.refused,
