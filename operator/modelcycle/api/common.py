@@ -37,6 +37,8 @@ MAX_IDENTIFIER = 256
 """Column, feature and metric names."""
 MAX_ITEMS = 1024
 """Most entries of a list of names (features, columns, allowed values)."""
+MAX_ENTRIES = 128
+"""Most entries of a map of parameters, metrics or gates."""
 
 K8sName = Annotated[
     str,
@@ -191,9 +193,9 @@ class MustBeatProduction(KubeModel):
 class Gates(KubeModel):
     """Quality gates a model version must pass to become Validated."""
 
-    min: dict[str, float] | None = Field(default=None, max_length=64)
+    min: dict[str, float] | None = Field(default=None, max_length=MAX_ENTRIES)
     """Lowest acceptable holdout value per metric, for example `{accuracy: 0.9}`."""
-    max: dict[str, float] | None = Field(default=None, max_length=64)
+    max: dict[str, float] | None = Field(default=None, max_length=MAX_ENTRIES)
     """Highest acceptable holdout value per metric, for example `{rmse: 60}`."""
     must_beat_production: MustBeatProduction | None = None
     """Compare with the version a ModelDeployment serves for the same model, when there is one."""

@@ -36,7 +36,7 @@ class Lineage(common.KubeModel):
     """The training data profile, the reference for drift detection."""
     split: common.Split | None = None
     """The split used in training, so validation evaluates on the same holdout rows."""
-    params: dict[str, Any] | None = Field(default=None, max_length=64)
+    params: dict[str, Any] | None = Field(default=None, max_length=common.MAX_ENTRIES)
     """Estimator parameters actually used."""
     image: common.Image | None = None
     """Container image that trained it."""
@@ -63,7 +63,7 @@ class ModelVersionSpec(common.KubeModel):
     """The stored model file."""
     lineage: Lineage | None = None
     """Where the model came from."""
-    metrics: dict[str, float] | None = Field(default=None, max_length=64)
+    metrics: dict[str, float] | None = Field(default=None, max_length=common.MAX_ENTRIES)
     """Holdout metrics reported by training."""
     gates: common.Gates | None = None
     """Quality gates this version must pass to become Validated."""

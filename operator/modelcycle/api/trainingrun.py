@@ -26,7 +26,7 @@ class Estimator(common.KubeModel):
     )
     """Import path, such as `sklearn.linear_model.LogisticRegression`. Only allowlisted prefixes
     (by default `sklearn.`) are accepted."""
-    params: dict[str, Any] | None = Field(default=None, max_length=64)
+    params: dict[str, Any] | None = Field(default=None, max_length=common.MAX_ENTRIES)
     """Constructor keyword arguments, such as `{C: 1.0, max_iter: 500}`."""
 
 
@@ -37,7 +37,7 @@ class PreprocessingStep(common.KubeModel):
     """What the step does."""
     columns: list[common.Identifier] | None = Field(default=None, max_length=common.MAX_ITEMS)
     """Columns the step applies to. Defaults to every feature of a fitting type."""
-    params: dict[str, Any] | None = Field(default=None, max_length=64)
+    params: dict[str, Any] | None = Field(default=None, max_length=common.MAX_ENTRIES)
     """Keyword arguments of the scikit-learn transformer."""
 
 
@@ -46,7 +46,7 @@ class HyperparameterSearch(common.KubeModel):
 
     type: Literal["grid", "random"] = "grid"
     """Grid search tries every combination; random search samples `maxTrials` of them."""
-    params: dict[str, Annotated[list[Any], Field(max_length=1000)]] = Field(max_length=64)
+    params: dict[str, Annotated[list[Any], Field(max_length=1000)]] = Field(max_length=common.MAX_ENTRIES)
     """Candidate values per estimator parameter, for example `{C: [0.1, 1, 10]}`."""
     folds: int = Field(default=5, ge=2, le=20)
     """Cross-validation folds. Defaults to 5."""
