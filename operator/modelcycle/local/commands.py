@@ -182,8 +182,20 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_runtime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtime",
+        choices=("containers", "processes"),
+        default="containers",
+        help="containers (default): a real node (containerd, kubelet, kube-proxy; needs root and "
+        "`make setup`) with the operator installed in-cluster by the Helm chart; processes: the "
+        "process-based node agent and the operator as a local process (no root, no images)",
+    )
+
+
 def _configure_up(parser: argparse.ArgumentParser) -> None:
     _add_root(parser)
+    _add_runtime(parser)
     parser.add_argument(
         "--bin-dir", type=Path, default=None, help="take the Kubernetes binaries from here first"
     )
@@ -193,7 +205,7 @@ def _configure_up(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pod-network",
         default="127.1.0.0/16",
-        help="loopback range the pods' IPs come from (default 127.1.0.0/16)",
+        help="with --runtime processes: loopback range the pods' IPs come from (default 127.1.0.0/16)",
     )
 
 
@@ -207,7 +219,11 @@ def _up(args: argparse.Namespace) -> int:
     if args.fresh:
         platform.down(args.root, purge=True)
     options = platform.PlatformOptions(
-        bin_dir=args.bin_dir, timeout=args.timeout, node_name=args.node_name, pod_network=args.pod_network
+        bin_dir=args.bin_dir,
+        timeout=args.timeout,
+        node_name=args.node_name,
+        pod_network=args.pod_network,
+        runtime=args.runtime,
     )
     print("starting the local platform", flush=True)
     started = platform.up(args.root, options, report=_print_step)
@@ -229,7 +245,7 @@ def _down(args: argparse.Namespace) -> int:
     if not recorded:
         print("nothing was running")
     else:
-        print(f"stopped the operator, the local node ({pods} pod process(es)) and the control plane")
+        print(f"stopped the operator, the local node ({pods} pod(s)) and the control plane")
     if args.purge:
         print(f"deleted {platform.PlatformLayout(args.root or platform.default_root()).root}")
     return 0
@@ -255,6 +271,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     _add_root(parser)
+    _add_runtime(parser)
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds each step may take (default 300)"
     )

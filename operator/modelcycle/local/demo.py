@@ -346,7 +346,9 @@ def _num_equal(a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------- the demo
 
 
-def ensure_platform(root: Path | None, narrator: Narrator, *, timeout: float) -> platform.PlatformState:
+def ensure_platform(
+    root: Path | None, narrator: Narrator, *, timeout: float, runtime: str
+) -> platform.PlatformState:
     state, reports = platform.status(root)
     if state is not None and all(r.healthy for r in reports):
         narrator.say(f"platform already up (control plane {state.server}, node {state.node_name})")
@@ -356,7 +358,7 @@ def ensure_platform(root: Path | None, narrator: Narrator, *, timeout: float) ->
     def step(name: str, message: str, seconds: float) -> None:
         print(f"    {name + ' ':.<18} {message} ({seconds:.1f}s)", flush=True)
 
-    started = platform.up(root, platform.PlatformOptions(timeout=timeout), report=step)
+    started = platform.up(root, platform.PlatformOptions(timeout=timeout, runtime=runtime), report=step)
     return started.state()
 
 
@@ -383,7 +385,9 @@ def _run(args: argparse.Namespace, narrator: Narrator) -> int:
         "ModelCycle demo: data → train → validate → deploy → monitor → retrain, on this machine", flush=True
     )
     narrator.start()
-    state = ensure_platform(root, narrator, timeout=timeout)
+    state = ensure_platform(
+        root, narrator, timeout=timeout, runtime=getattr(args, "runtime", platform.CONTAINERS)
+    )
     narrator.done("platform up", f"control plane, node {state.node_name}, operator")
     layout = platform.PlatformLayout(Path(state.root))
     namespace = state.namespace
