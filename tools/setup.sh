@@ -16,20 +16,25 @@ mkdir -p "$CACHE"
 if [[ $(uname -s) != Linux ]]; then
   echo "error: ModelCycle's local platform needs Linux (containerd, runc and the kubelet run here)" >&2; exit 1
 fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "error: ModelCycle's local platform runs a real Kubernetes node (containerd, runc, the kubelet," >&2
+  echo "       kube-proxy: mounts, network namespaces, iptables, cgroups), which needs root." >&2
+  echo "       Run \`make demo\` / \`make test\` as root (for example in a VM or a CI runner)." >&2
+  exit 1
+fi
 apt_packages=(prometheus containerd runc containernetworking-plugins iptables buildah debootstrap)
 need_apt=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p"); done
 if [[ ${#need_apt[@]} -gt 0 ]]; then
   command -v apt-get >/dev/null || {
     echo "error: missing ${need_apt[*]} and no apt-get to install them: install them with your package manager" >&2; exit 1; }
-  if [[ $(id -u) -eq 0 ]]; then SUDO=""; else SUDO="sudo"; fi
   echo "apt-get install ${need_apt[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # The Debian package starts a system Prometheus; the tests start their own on loopback.
-  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
   # Likewise containerd: the real node runs its own, with its own configuration and state.
-  $SUDO systemctl disable --now containerd >/dev/null 2>&1 || true
+  systemctl disable --now containerd >/dev/null 2>&1 || true
 fi
 
 stamp="$VENV/.modelcycle-installed"

@@ -181,9 +181,7 @@ def test_operator_runs_in_cluster_from_the_image_built_here_installed_by_the_cha
     assert spec["serviceAccountName"].endswith("operator")
     assert status["containerStatuses"][0]["containerID"].startswith("containerd://")
     assert ipaddress.ip_address(status["podIP"]) in ipaddress.ip_network(network.POD_CIDR)
-    releases = kube.get(
-        f"/api/v1/namespaces/{incluster.NAMESPACE}/secrets", labelSelector="owner=helm"
-    )
+    releases = kube.get(f"/api/v1/namespaces/{incluster.NAMESPACE}/secrets", labelSelector="owner=helm")
     assert [s["metadata"]["labels"]["name"] for s in releases["items"]] == [incluster.RELEASE]
 
 

@@ -50,7 +50,10 @@ save() {  # NAME TAG: write the OCI archive the node imports
   rm -f "$tmp"
   "${BUILDAH[@]}" push --quiet "localhost/modelcycle/$1:$2" "oci-archive:$tmp:localhost/modelcycle/$1:$2"
   mv "$tmp" "$(archive "$1" "$2")"
-  find "$OUT" -maxdepth 1 -name "$1-*.tar" ! -name "$1-$2.tar" -delete   # older builds of it
+  # Older builds of it: their archives, and their images in buildah's storage.
+  find "$OUT" -maxdepth 1 -name "$1-*.tar" ! -name "$1-$2.tar" -delete
+  "${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}' "localhost/modelcycle/$1" 2>/dev/null \
+    | grep -v ":$2\$" | xargs -r "${BUILDAH[@]}" rmi >/dev/null 2>&1 || true
 }
 
 bud() {  # NAME TAG DOCKERFILE CONTEXT [ARGS...]

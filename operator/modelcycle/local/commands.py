@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -233,6 +234,20 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    """Exit 0 when this machine can run the real node, else 1 naming every missing piece."""
+    from modelcycle.local import kubenode
+
+    try:
+        binaries, images = kubenode.preflight()
+    except kubenode.NodeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    refs = ", ".join(images.refs().values())
+    print(f"the real node can run here: kubelet {binaries['kubelet']}, images {refs}")
+    return 0
+
+
 def _configure_down(parser: argparse.ArgumentParser) -> None:
     _add_root(parser)
     parser.add_argument("--purge", action="store_true", help="also delete the state, logs and artifacts")
@@ -304,6 +319,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "up": Subcommand("start the control plane, the local node and the operator", _configure_up, _up),
     "down": Subcommand("stop everything `local up` started", _configure_down, _down),
+    "preflight": Subcommand(
+        "check that this machine can run the real node (root, containerd, runc, CNI, kubelet, images)",
+        lambda parser: None,
+        _preflight,
+    ),
     "status": Subcommand("show what runs locally", _add_root, _status),
     "demo": Subcommand("run the whole ML loop end to end on this machine", _configure_demo, _demo),
 }

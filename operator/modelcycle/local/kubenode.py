@@ -358,6 +358,13 @@ def preflight(*, environ: Mapping[str, str] | None = None) -> tuple[dict[str, Pa
     missing_tools += [f"CNI plugin {p}" for p in CNI_PLUGINS if not (CNI_BIN_DIR / p).is_file()]
     if missing_tools:
         problems.append(f"{', '.join(missing_tools)} not installed: {SETUP_HINT}")
+    filesystems = Path("/proc/filesystems").read_text() if Path("/proc/filesystems").exists() else ""
+    if "overlay" not in filesystems:
+        problems.append(
+            "the kernel has no overlay filesystem, which containerd's snapshotter needs: `modprobe overlay`"
+        )
+    if not Path("/sys/fs/cgroup/memory").is_dir() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        problems.append("no cgroup hierarchy with the memory controller under /sys/fs/cgroup")
     if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
         problems.append(
             "the kernel's br_netfilter (bridge-nf-call-iptables) is not available: "
@@ -365,7 +372,7 @@ def preflight(*, environ: Mapping[str, str] | None = None) -> tuple[dict[str, Pa
         )
     binaries: dict[str, Path] = {}
     try:
-        binaries = cp.find_binaries([KUBELET, KUBE_PROXY], environ=environ)
+        binaries = cp.find_binaries([KUBELET, KUBE_PROXY, "helm"], environ=environ)
     except UserError as exc:
         problems.append(str(exc))
     images: Images | None = None
