@@ -224,7 +224,7 @@ def test_restricted_pod_runs_as_10001_with_a_read_only_root_no_capabilities_and_
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"privileged": True}, "privileged"),
+        ({"privileged": True, "allowPrivilegeEscalation": True}, "privileged"),
         ({"runAsNonRoot": False, "runAsUser": 0}, "runAsNonRoot"),
         ({"capabilities": {"add": ["NET_ADMIN"]}}, "capabilities"),
     ],

@@ -134,3 +134,29 @@ def test_chart_values_use_our_images_without_pulling_and_the_platform_claim() ->
     assert values["artifacts"]["pvc"] == {"create": False, "claimName": "claim"}
     assert values["operator"]["monitorStatsAccess"] == "proxy"
     assert values["operator"]["extraArgs"] == ["--resync-seconds", "10"]
+
+
+@pytest.mark.parametrize(
+    ("break_it", "named"),
+    [
+        ("not-root", "root"),
+        ("no-containerd", "containerd"),
+        ("no-runc", "runc"),
+    ],
+    ids=["without-root", "without-containerd", "without-runc"],
+)
+def test_preflight_names_every_missing_piece_and_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, break_it: str, named: str
+) -> None:
+    if break_it == "not-root":
+        monkeypatch.setattr(kubenode.os, "geteuid", lambda: 1000)
+    else:
+        tool = named
+        real_which = kubenode.shutil.which
+        monkeypatch.setattr(kubenode.shutil, "which", lambda name: None if name == tool else real_which(name))
+    with pytest.raises(kubenode.NodeError) as refused:
+        kubenode.preflight()
+    message = str(refused.value)
+    assert message.startswith("the real node cannot start")
+    assert named in message
+    assert "root" in message if break_it == "not-root" else "make setup" in message
