@@ -44,11 +44,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 from scipy.stats import chi2 as chi2_dist
 from scipy.stats import kstwo, kstwobign
 
+from modelcycle.workloads import profile as profile_mod
 from modelcycle.workloads.profile import category_label
 
 PSI_EPSILON = 1e-4
@@ -221,15 +223,7 @@ def reference_bins(values: ArrayLike, bins: int = 20) -> tuple[FloatArray, IntAr
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     nan = np.isnan(v)
-    ordered = np.sort(v[~nan])
-    n = ordered.size
-    if n == 0 or bins < 2:
-        return np.empty(0), np.asarray([n], dtype=np.int64), int(nan.sum())
-    k = np.arange(1, bins, dtype=np.int64)
-    index = np.maximum(0, (k * n + bins - 1) // bins - 1)
-    edges = np.unique(ordered[index])
-    upto = np.searchsorted(ordered, edges, side="right")
-    counts = np.diff(np.concatenate([[0], upto, [n]])).astype(np.int64)
+    edges, counts = profile_mod.sorted_bins(np.sort(v[~nan]), bins)
     return edges, counts, int(nan.sum())
 
 
@@ -238,9 +232,13 @@ def quantile_edges(values: ArrayLike, bins: int = 20) -> FloatArray:
     return reference_bins(values, bins)[0]
 
 
-def bin_numeric(values: ArrayLike, edges: ArrayLike) -> IntArray:
+def bin_numeric(values: ArrayLike | pd.Series, edges: ArrayLike) -> IntArray:
     """Bin index of each value over interior edges; NaN gets index len(edges) + 1 (the null bin)."""
-    v = np.asarray(values, dtype=np.float64)
+    v = (
+        profile_mod.numeric_values(values)
+        if isinstance(values, pd.Series)
+        else np.asarray(values, dtype=np.float64)
+    )
     e = np.asarray(edges, dtype=np.float64)
     idx = np.searchsorted(e, v, side="left").astype(np.int64)
     idx[np.isnan(v)] = e.size + 1
@@ -253,18 +251,6 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def _null_mask(values: NDArray[Any]) -> NDArray[np.bool_]:
-    if values.dtype.kind == "f":
-        return np.isnan(values)
-    if values.dtype.kind == "O":
-        return np.fromiter(
-            (v is None or (isinstance(v, float) and math.isnan(v)) for v in values.ravel()),
-            dtype=bool,
-            count=values.size,
-        ).reshape(values.shape)
-    return np.zeros(values.shape, dtype=bool)
-
-
 def _category_value(label: Any) -> float:
     if _is_number(label):
         return float(label)
@@ -274,36 +260,40 @@ def _category_value(label: Any) -> float:
         return math.nan
 
 
-def bin_categorical(values: ArrayLike, categories: Sequence[Any]) -> IntArray:
+def bin_categorical(values: ArrayLike | pd.Series, categories: Sequence[Any]) -> IntArray:
     """Index of each value's category; unseen -> len(categories); null -> len(categories) + 1.
 
     Categories are matched by the profile's naming (`category_label`): numbers by value (so 1, 1.0
     and "1" are one category), booleans as `true`/`false`, anything else by its string form.
+    Nulls are None, NaN, pd.NA and NaT. Columnar (see `profile.category_codes`).
     """
-    v = np.asarray(values)
     k = len(categories)
-    out = np.full(v.shape, k, dtype=np.int64)
-    nulls = _null_mask(v)
-    if k:
-        keys: NDArray[Any]
-        if v.dtype.kind in "iuf":
+    if isinstance(values, pd.Series) and pd.api.types.is_numeric_dtype(values.dtype):
+        values = (
+            profile_mod.numeric_values(values) if not pd.api.types.is_bool_dtype(values.dtype) else values
+        )
+    if not isinstance(values, pd.Series):
+        values = np.asarray(values)
+        if values.dtype.kind == "S":
+            values = values.astype(str)
+        if values.dtype.kind in "iuf":
+            v = values.astype(np.float64, copy=False)
             cats = np.asarray([_category_value(c) for c in categories], dtype=np.float64)
-            keys = v.astype(np.float64)
-        else:
-            cats = np.asarray([category_label(c) for c in categories])
-            if v.dtype.kind == "b":
-                keys = np.where(v, "true", "false")
-            elif v.dtype.kind in "US":
-                keys = v.astype(str)
-            else:
-                keys = np.asarray([category_label(x) for x in v.ravel()]).reshape(v.shape)
-        order = np.argsort(cats, kind="stable")
-        ordered = cats[order]
-        pos = np.clip(np.searchsorted(ordered, keys), 0, k - 1)
-        hit = ordered[pos] == keys
-        out[hit] = order[pos[hit]]
-    out[nulls] = k + 1
-    return out
+            order = np.argsort(cats, kind="stable")
+            ordered = cats[order]
+            out = np.full(v.shape, k, dtype=np.int64)
+            if k:
+                pos = np.clip(np.searchsorted(ordered, v), 0, k - 1)
+                hit = ordered[pos] == v
+                out[hit] = order[pos[hit]]
+            out[np.isnan(v)] = k + 1
+            return out
+    codes, labels = profile_mod.category_codes(values)
+    position: dict[str, int] = {}
+    for i, category in enumerate(categories):
+        position.setdefault(category_label(category), i)
+    lookup = np.fromiter((position.get(label, k) for label in labels), dtype=np.int64, count=len(labels))
+    return np.append(lookup, k + 1)[codes].reshape(np.shape(values))
 
 
 # --------------------------------------------------------------------------- profiles
@@ -327,13 +317,13 @@ class FeatureBins:
         """Bins excluding the null bin: edges + 1, or categories + 1 (unseen)."""
         return self.edges.size + 1 if self.kind == "numeric" else len(self.categories) + 1
 
-    def bin(self, values: ArrayLike) -> IntArray:
+    def bin(self, values: ArrayLike | pd.Series) -> IntArray:
         """Bin index of each value (`bins` is the null bin)."""
         if self.kind == "numeric":
             return bin_numeric(values, self.edges)
         return bin_categorical(values, self.categories)
 
-    def count(self, values: ArrayLike) -> tuple[IntArray, int]:
+    def count(self, values: ArrayLike | pd.Series) -> tuple[IntArray, int]:
         """Counts over the bins and the number of nulls."""
         full = np.bincount(self.bin(values).ravel(), minlength=self.bins + 1)
         return full[: self.bins].astype(np.int64), int(full[self.bins])
@@ -367,6 +357,31 @@ def feature_bins(profile: Mapping[str, Any]) -> list[FeatureBins]:
         else:
             raise ValueError(f"profile feature {f.get('name')!r}: unknown kind {kind!r}")
     return out
+
+
+def count_frame(
+    reference_profile: Mapping[str, Any], frame: pd.DataFrame, *, features: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Counts of a DataFrame's values over the reference profile's bins, in the shape `detect` takes.
+
+    What a model server's window holds after seeing these rows: per feature (profile order, or only
+    `features`), `kind`, `counts` over its bins and `nulls`; `rows` is the number of rows. Columns
+    may hold numbers, strings, booleans or pandas categoricals, with nulls (None, NaN, pd.NA).
+    """
+    wanted = None if features is None else set(features)
+    binnings = [fb for fb in feature_bins(reference_profile) if wanted is None or fb.name in wanted]
+    missing = [fb.name for fb in binnings if fb.name not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"the frame has no column {missing[0]!r} of the reference profile"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + "; pass features=[...] to count only some"
+        )
+    out: dict[str, Any] = {}
+    for fb in binnings:
+        counts, nulls = fb.count(frame[fb.name])
+        out[fb.name] = {"kind": fb.kind, "counts": counts.tolist(), "nulls": nulls}
+    return {"rows": len(frame), "features": out}
 
 
 def profile_fingerprint(profile: Mapping[str, Any]) -> str:
