@@ -98,7 +98,8 @@ def frames(path, strings):
         columns = {names[j]: num[:, j] for j in range(n_num)}
         for j in range(cat.shape[1]):
             column = cat[:, j]
-            columns[names[n_num + j]] = column.astype(object) if strings == "object" else column
+            # "object": str objects in an object column (pandas 3 would infer its `str` dtype)
+            columns[names[n_num + j]] = pd.Series(column, dtype=object) if strings == "object" else column
         return pd.DataFrame(columns)
 
     return frame(data["ref_num"], data["ref_cat"]), frame(data["cur_num"], data["cur_cat"]), n_num
@@ -255,9 +256,9 @@ def make_data(
         ref_cat[:, j] = rng.choice(k, rows, p=p)
         q = p.copy()
         if j in moved:  # move 5-8 percentage points from the most to the least frequent category
-            moved = min(0.05 + 0.01 * j, 0.5 * q.max())
-            q[np.argmax(q)] -= moved
-            q[np.argmin(p)] += moved
+            amount = min(0.05 + 0.01 * j, 0.5 * q.max())
+            q[np.argmax(q)] -= amount
+            q[np.argmin(p)] += amount
             drifted.append(N_NUMERIC + j)
         cur_cat[:, j] = rng.choice(k, rows, p=q)
     arrays = {"ref_num": ref_num, "cur_num": cur_num, "ref_cat": ref_cat, "cur_cat": cur_cat}

@@ -276,3 +276,56 @@ def test_the_server_window_counts_decoded_rows_like_count_frame() -> None:
     live = {column.bins.name: (c.tolist(), nulls) for column, c, nulls in window.split(counts)}
     expected = drift.count_frame(doc, frame)["features"]
     assert live == {name: (e["counts"], e["nulls"]) for name, e in expected.items()}
+
+
+SAMPLES = {
+    "normal": RNG.normal(size=1001),
+    "ties": RNG.integers(0, 3, 500).astype(float),
+    "one value": np.array([2.5]),
+    "two values": np.array([1.0, 4.0]),
+    "infinities": np.array([-np.inf, 0.0, 1.0, np.inf, 1.0]),
+}
+
+
+@pytest.mark.parametrize("values", SAMPLES.values(), ids=SAMPLES.keys())
+def test_sorted_quantiles_equal_numpy(values: np.ndarray) -> None:
+    with np.errstate(invalid="ignore"):
+        got = profile.sorted_quantiles(np.sort(values))
+        want = np.quantile(values, profile.QUANTILES)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n_edges", [0, 1, 19, drift.COMPARED_EDGES + 1], ids=lambda n: f"{n} edges")
+def test_numeric_counts_equal_the_bincount_of_the_bins(n_edges: int) -> None:
+    values = np.concatenate([RNG.normal(size=3000), [np.nan, np.inf, -np.inf, np.nan]])
+    edges = np.unique(np.round(RNG.normal(size=n_edges), 1)) if n_edges else np.empty(0)
+    values[:50] = edges[0] if n_edges else 0.0  # values on an edge
+    fb = drift.FeatureBins("x", "numeric", edges, (), np.ones(edges.size + 1))
+    counts, nulls = fb.count(pd.Series(values))
+    full = np.bincount(fb.bin(values), minlength=fb.bins + 1)
+    assert counts.tolist() == full[:-1].tolist() and nulls == int(full[-1]) == 2
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        np.array(["red", "1", None, "new"], dtype=object),
+        np.array([1.0, 2.0, 7.0, np.nan], dtype=object),
+        np.array(["red", 1.0, None, True], dtype=object),
+        np.array([None, None, None, None], dtype=object),
+    ],
+    ids=["strings", "numbers", "mixed", "nulls only"],
+)
+def test_the_server_window_bins_object_rows_like_the_value_by_value_binning(column: np.ndarray) -> None:
+    strings = drift.FeatureBins("s", "categorical", np.empty(0), ("blue", "red"), np.ones(3))
+    other = drift.FeatureBins("c", "categorical", np.empty(0), tuple(CATEGORIES), np.ones(6))
+    x = np.empty((4, 3), dtype=object)
+    x[:, 0] = ["blue", "red", "x", None]
+    x[:, 1] = column
+    x[:, 2] = [0.5, None, 2.0, 3.0]
+    number = drift.FeatureBins("n", "numeric", np.array([1.0, 2.5]), (), np.ones(3))
+    window = LiveWindow([Column(strings, 0), Column(other, 1), Column(number, 2)], capacity=10)
+    binned = window.bin_rows(x, None) - window.offsets[None, :]
+    assert binned[:, 0].tolist() == legacy_bin_categorical(x[:, 0], ["blue", "red"])
+    assert binned[:, 1].tolist() == legacy_bin_categorical(column, CATEGORIES)
+    assert binned[:, 2].tolist() == [0, 3, 1, 2]

@@ -100,6 +100,30 @@ def sorted_bins(
     return edges, np.diff(upto, prepend=0, append=n).astype(np.int64)
 
 
+def sorted_quantiles(
+    ordered: NDArray[np.float64], quantiles: Sequence[float] = QUANTILES
+) -> NDArray[np.float64]:
+    """`np.quantile(values, quantiles)` (linear) from the values sorted, without partitioning them again.
+
+    The same arithmetic as numpy's: virtual index (n - 1) q, and the interpolation between its
+    neighbours from the nearer one (so a quantile never leaves them).
+    """
+    n = ordered.size
+    virtual = (n - 1) * np.asarray(quantiles, dtype=np.float64)
+    below = np.floor(virtual)
+    above = below + 1
+    last = virtual >= n - 1
+    below[last] = -1
+    above[last] = -1
+    below_index, above_index = below.astype(np.intp), above.astype(np.intp)
+    a, b = ordered[below_index], ordered[above_index]
+    gamma = virtual - below_index
+    diff = b - a
+    out = np.add(a, diff * gamma)
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
+
+
 def bin_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[float]:
     """Interior edges at the reference quantiles 1/bins ... (bins-1)/bins, equal edges merged.
 
@@ -152,8 +176,7 @@ def numeric_feature(name: str, series: pd.Series, dtype: str, bins: int = DEFAUL
         "nulls": nulls,
     }
     if values.size:
-        # the quantiles of the sorted copy are those of the values (same order statistics)
-        quantiles = np.quantile(ordered, QUANTILES)
+        quantiles = sorted_quantiles(ordered)
         feature.update(
             mean=_num(values.mean()),
             std=_num(values.std(ddof=1)) if values.size > 1 else 0.0,
