@@ -106,5 +106,7 @@ def test_numeric_predictions_are_counted_not_the_last_input_column() -> None:
     pred = drift.FeatureBins("__prediction__", "numeric", np.array([10.0]), (), np.zeros(2))
     window = LiveWindow([Column(a, 0), Column(pred, -1)], 10)
     window.add(window.bin_rows(np.array([[-1.0], [1.0], [2.0]]), np.array([5.0, 20.0, 30.0])))
-    counts = {column.bins.name: [*c.tolist(), nulls] for column, c, nulls in window.split(window.snapshot()[0])}
+    counts = {
+        column.bins.name: [*c.tolist(), nulls] for column, c, nulls in window.split(window.snapshot()[0])
+    }
     assert counts == {"a": [1, 2, 0], "__prediction__": [1, 2, 0]}

@@ -362,7 +362,8 @@ class FeatureBins:
             nulls = int(np.count_nonzero(np.isnan(v)))
             # x is in bin j when e_{j-1} < x <= e_j: differences of the counts at or below each edge
             upto = [np.count_nonzero(v <= e) for e in self.edges.tolist()]
-            return np.diff(np.asarray(upto, dtype=np.int64), prepend=0, append=v.size - nulls), nulls
+            bounds = np.asarray([0, *upto, v.size - nulls], dtype=np.int64)
+            return np.diff(bounds), nulls
         full = np.bincount(self.bin(values).ravel(), minlength=self.bins + 1)
         return full[: self.bins].astype(np.int64), int(full[self.bins])
 

@@ -65,7 +65,7 @@ def category_codes(values: pd.Series | ArrayLike) -> tuple[NDArray[np.intp], NDA
     hash alike) are named value by value.
     """
     column = values if isinstance(values, pd.Series) else np.asarray(values).ravel()
-    if isinstance(column.dtype, pd.CategoricalDtype):
+    if isinstance(column, pd.Series) and isinstance(column.dtype, pd.CategoricalDtype):
         # every declared category is named, used or not (as pandas counts a categorical's values)
         codes = column.cat.codes.to_numpy(dtype=np.intp)
         categories = column.cat.categories
@@ -218,7 +218,12 @@ def build_profile(
     classes: Sequence[Any] | None = None,
     bins: int = DEFAULT_BINS,
 ) -> dict[str, Any]:
-    """The profile of `frame`. `features`: (name, kind, dtype) in snapshot order."""
+    """The profile of `frame` (documented in docs/workloads.md).
+
+    `features`: (name, kind "numeric" | "categorical", dtype recorded as is), in profile order;
+    `target`, `task` and `classes` are recorded, not profiled; `bins`: quantile bins per numeric
+    feature. Columns may hold numbers, strings, booleans or pandas categoricals, with nulls.
+    """
     doc: dict[str, Any] = {"version": PROFILE_VERSION, "rows": len(frame), "target": target, "task": task}
     if task == "classification":
         doc["classes"] = list(classes or [])
