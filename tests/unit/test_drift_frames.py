@@ -230,14 +230,15 @@ def test_pandas_nulls_are_nulls_not_unseen_categories(series: pd.Series) -> None
     assert drift.bin_categorical(series, CATEGORIES).tolist() == [3, 6, 5]
 
 
+def reference_of_x_and_c(rows: int) -> dict[str, Any]:
+    """The profile of a numeric feature x and a string feature c."""
+    ref = pd.DataFrame({"x": RNG.normal(size=rows), "c": RNG.choice(WORDS, rows), "t": 0})
+    features = [("x", "numeric", "float64"), ("c", "categorical", "string")]
+    return profile.build_profile(ref, features=features, target="t", task="regression")
+
+
 def test_count_frame_equals_binning_each_column() -> None:
-    ref = pd.DataFrame({"x": RNG.normal(size=4000), "c": RNG.choice(WORDS, 4000), "t": 0})
-    doc = profile.build_profile(
-        ref,
-        features=[("x", "numeric", "float64"), ("c", "categorical", "string")],
-        target="t",
-        task="regression",
-    )
+    doc = reference_of_x_and_c(4000)
     cur = pd.DataFrame({"x": RNG.normal(0.3, 1, 1000), "c": RNG.choice([*WORDS, "new"], 1000)})
     cur.loc[::9, "c"] = None
     cur.loc[::11, "x"] = np.nan
@@ -258,13 +259,7 @@ def test_count_frame_equals_binning_each_column() -> None:
 
 
 def test_the_server_window_counts_decoded_rows_like_count_frame() -> None:
-    ref = pd.DataFrame({"x": RNG.normal(size=2000), "c": RNG.choice(WORDS, 2000), "t": 0})
-    doc = profile.build_profile(
-        ref,
-        features=[("x", "numeric", "float64"), ("c", "categorical", "string")],
-        target="t",
-        task="regression",
-    )
+    doc = reference_of_x_and_c(2000)
     bins = drift.feature_bins(doc)
     window = LiveWindow([Column(bins[0], 0), Column(bins[1], 1)], capacity=10_000)
     frame = pd.DataFrame({"x": RNG.normal(size=300), "c": RNG.choice([*WORDS, "new"], 300)})
