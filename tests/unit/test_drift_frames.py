@@ -107,6 +107,7 @@ CATEGORICAL_COLUMNS = {
     "strings": pd.Series(RNG.choice(WORDS, 500), dtype=object),
     "strings with None and NaN": pd.Series(["b", None, "a", float("nan"), "b", "c"], dtype=object),
     "pandas string dtype with NA": pd.Series(["x", pd.NA, "y", "x"], dtype="string"),
+    "pandas str dtype (pandas 3's default for strings)": pd.Series(["x", None, "y", "x"], dtype="str"),
     "pandas categorical": pd.Series(pd.Categorical(["lo", "hi", None, "lo"], categories=["hi", "lo", "mid"])),
     "integers": pd.Series(RNG.integers(0, 5, 300)),
     "nullable integers": pd.Series([1, None, 3, 1], dtype="Int64"),
@@ -220,10 +221,11 @@ def test_bin_categorical_equals_the_value_by_value_binning(values: np.ndarray, c
     "series",
     [
         pd.Series(["red", pd.NA, "x"], dtype="string"),
+        pd.Series(["red", None, "x"], dtype="str"),
         pd.Series(["red", pd.NA, "x"], dtype=object),
         pd.Series(pd.Categorical(["red", None, "x"])),
     ],
-    ids=["string dtype", "object with pd.NA", "categorical"],
+    ids=["string dtype", "str dtype", "object with pd.NA", "categorical"],
 )
 def test_pandas_nulls_are_nulls_not_unseen_categories(series: pd.Series) -> None:
     # the value-by-value binning named pd.NA "<NA>", an unseen category; it is a null like None

@@ -6,8 +6,8 @@ the reference profile's bins and the monitor can add the counts of several repli
 Binning (the profile's convention): a numeric feature has *interior* edges `e0 < e1 < ... < ek`
 and `k + 1` bins `(-inf, e0], (e0, e1], ..., (ek, inf)`; `np.searchsorted(edges, x, side="left")`
 is the bin index. A categorical feature has one bin per reference category plus one trailing bin
-for categories the reference never saw. Missing values (NaN, None) are counted apart as `nulls`
-and take part in no test.
+for categories the reference never saw. Missing values (NaN, None, pd.NA, NaT) are counted apart
+as `nulls` and take part in no test.
 
 Statistics:
 
