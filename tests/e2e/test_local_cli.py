@@ -102,7 +102,7 @@ def test_up_twice_reuses_everything_and_down_leaves_no_process(tmp_path: Path) -
     finally:
         down = local("down")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert "(1 pod process(es))" in down.stdout, down.stdout
+    assert "(1 pod(s))" in down.stdout, down.stdout
     assert records, "up recorded its processes"
     left = [r for r in records if r.is_running()]
     left_runs = [r for r in runs if r.wrapper_alive()]
