@@ -20,4 +20,3 @@ def test_generated_modules_are_fresh(tmp_path: Path) -> None:
     fresh = tmp_path / "modelcycle" / "workloads" / "oip"
     stale = [name for name in GENERATED if (fresh / name).read_bytes() != (PACKAGE / name).read_bytes()]
     assert not stale, f"{stale} are stale: run `python tools/gen_oip_grpc.py` and commit the result"
-

@@ -104,7 +104,6 @@ def test_model_metadata_matches_rest(
     assert [o["name"] for o in meta["outputs"]] == ["predict", "predict_proba"]
 
 
-
 OWN_STUB_CLIENT = """
 import json, sys
 import grpc
@@ -116,7 +115,9 @@ print(json.dumps(dict(meta.properties)))
 """
 
 
-def test_model_properties_through_our_own_generated_stub(server: ServerProcess, iris: models.ModelDir) -> None:
+def test_model_properties_through_our_own_generated_stub(
+    server: ServerProcess, iris: models.ModelDir
+) -> None:
     # In a process of its own: tritonclient's messages hold the same `inference.*` names.
     out = subprocess.run(
         [sys.executable, "-c", OWN_STUB_CLIENT, f"127.0.0.1:{server.grpc_port}", NAME],
@@ -135,9 +136,13 @@ def test_model_properties_through_our_own_generated_stub(server: ServerProcess, 
 
 
 @pytest.mark.parametrize("datatype", ["FP64", "FP32", "FP16", "INT64"])
-def test_infer_raw_tensor(client: grpcclient.InferenceServerClient, iris: models.ModelDir, datatype: str) -> None:
+def test_infer_raw_tensor(
+    client: grpcclient.InferenceServerClient, iris: models.ModelDir, datatype: str
+) -> None:
     rows = iris.x[:16]
-    sent = rows.astype({"FP64": np.float64, "FP32": np.float32, "FP16": np.float16, "INT64": np.int64}[datatype])
+    sent = rows.astype(
+        {"FP64": np.float64, "FP32": np.float32, "FP16": np.float16, "INT64": np.int64}[datatype]
+    )
     outputs = [grpcclient.InferRequestedOutput("predict"), grpcclient.InferRequestedOutput("predict_proba")]
     result = client.infer(
         NAME, [raw_input(sent, datatype)], model_version=VERSION, outputs=outputs, request_id="abc"
@@ -177,7 +182,11 @@ def test_infer_typed_contents(stub: service_pb2_grpc.GRPCInferenceServiceStub, i
     [("INT32", "int_contents", int), ("FP32", "fp32_contents", float), ("UINT8", "uint_contents", int)],
 )
 def test_infer_typed_contents_of_other_datatypes(
-    stub: service_pb2_grpc.GRPCInferenceServiceStub, iris: models.ModelDir, datatype: str, field: str, values: type
+    stub: service_pb2_grpc.GRPCInferenceServiceStub,
+    iris: models.ModelDir,
+    datatype: str,
+    field: str,
+    values: type,
 ) -> None:
     rows = np.round(iris.x[:3])
     request = service_pb2.ModelInferRequest(model_name=NAME)
@@ -219,14 +228,18 @@ def test_compressed_request(client: grpcclient.InferenceServerClient, iris: mode
 # --------------------------------------------------------------------------- refusals
 
 
-def invalid(client: grpcclient.InferenceServerClient, inputs: list[grpcclient.InferInput], **kw: object) -> str:
+def invalid(
+    client: grpcclient.InferenceServerClient, inputs: list[grpcclient.InferInput], **kw: object
+) -> str:
     with pytest.raises(InferenceServerException) as caught:
         client.infer(NAME, inputs, **kw)  # type: ignore[arg-type]
     assert status_of(caught.value) == "StatusCode.INVALID_ARGUMENT", caught.value
     return str(caught.value.message())
 
 
-def test_bad_shape_is_invalid_argument(client: grpcclient.InferenceServerClient, iris: models.ModelDir) -> None:
+def test_bad_shape_is_invalid_argument(
+    client: grpcclient.InferenceServerClient, iris: models.ModelDir
+) -> None:
     assert "does not match [N, 4]" in invalid(client, [raw_input(iris.x[:2, :3].copy())])
     lying = grpcclient.InferInput("input-0", [3, 4], "FP64")
     lying.set_data_from_numpy(iris.x[:3])
@@ -235,13 +248,17 @@ def test_bad_shape_is_invalid_argument(client: grpcclient.InferenceServerClient,
 
 
 def test_bad_datatype_is_invalid_argument(
-    client: grpcclient.InferenceServerClient, stub: service_pb2_grpc.GRPCInferenceServiceStub, iris: models.ModelDir
+    client: grpcclient.InferenceServerClient,
+    stub: service_pb2_grpc.GRPCInferenceServiceStub,
+    iris: models.ModelDir,
 ) -> None:
     words = grpcclient.InferInput("input-0", [1, 4], "BYTES")
     words.set_data_from_numpy(np.array([["a", "b", "c", "d"]], dtype=object))
     assert "must be numeric" in invalid(client, [words])
     request = service_pb2.ModelInferRequest(model_name=NAME)
-    request.inputs.add(name="input-0", datatype="FLOAT", shape=[1, 4]).contents.fp32_contents.extend([1, 2, 3, 4])
+    request.inputs.add(name="input-0", datatype="FLOAT", shape=[1, 4]).contents.fp32_contents.extend(
+        [1, 2, 3, 4]
+    )
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -255,7 +272,9 @@ def test_bad_datatype_is_invalid_argument(
     assert "contents.fp64_contents" in caught.value.details() and "fp32_contents" in caught.value.details()
 
 
-def test_unknown_model_on_infer_is_not_found(client: grpcclient.InferenceServerClient, iris: models.ModelDir) -> None:
+def test_unknown_model_on_infer_is_not_found(
+    client: grpcclient.InferenceServerClient, iris: models.ModelDir
+) -> None:
     for name, version in (("other", ""), (NAME, "9")):
         with pytest.raises(InferenceServerException) as caught:
             client.infer(name, [raw_input(iris.x[:1])], model_version=version)
@@ -274,7 +293,9 @@ def test_oversize_message_is_resource_exhausted(
 
 
 def test_unknown_output_and_raw_count_mismatch(
-    client: grpcclient.InferenceServerClient, stub: service_pb2_grpc.GRPCInferenceServiceStub, iris: models.ModelDir
+    client: grpcclient.InferenceServerClient,
+    stub: service_pb2_grpc.GRPCInferenceServiceStub,
+    iris: models.ModelDir,
 ) -> None:
     message = invalid(client, [raw_input(iris.x[:1])], outputs=[grpcclient.InferRequestedOutput("labels")])
     assert "unknown output 'labels'" in message
@@ -291,7 +312,9 @@ def test_unknown_output_and_raw_count_mismatch(
 
 def metric(server: ServerProcess, name: str, outcome: str) -> float:
     text = server.get("/metrics").text
-    match = re.search(rf'^{name}\{{model="{NAME}",outcome="{outcome}",version="{VERSION}"\}} (\S+)$', text, re.M)
+    match = re.search(
+        rf'^{name}\{{model="{NAME}",outcome="{outcome}",version="{VERSION}"\}} (\S+)$', text, re.M
+    )
     return float(match.group(1)) if match else 0.0
 
 
@@ -303,7 +326,10 @@ def test_grpc_requests_count_in_stats_metrics_and_feedback_like_rest(
     before_bad = metric(server, "modelcycle_inference_requests_total", "client_error")
     rows = iris.x[100:110]
     client.infer(NAME, [raw_input(rows)], request_id="grpc-1")
-    rest = {"id": "rest-1", "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [10, 4], "data": rows.tolist()}]}
+    rest = {
+        "id": "rest-1",
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [10, 4], "data": rows.tolist()}],
+    }
     assert server.post(f"/v2/models/{NAME}/infer", json=rest).status_code == 200
     invalid(client, [raw_input(iris.x[:1, :2].copy())])
     stats = server.get(f"/v2/models/{NAME}/stats").json()
@@ -312,7 +338,8 @@ def test_grpc_requests_count_in_stats_metrics_and_feedback_like_rest(
     assert metric(server, "modelcycle_inference_requests_total", "client_error") == before_bad + 1
     labels = iris.y[100:110].tolist()
     feedback = server.post(
-        f"/v2/models/{NAME}/feedback", json=[{"id": "grpc-1", "labels": labels}, {"id": "rest-1", "labels": labels}]
+        f"/v2/models/{NAME}/feedback",
+        json=[{"id": "grpc-1", "labels": labels}, {"id": "rest-1", "labels": labels}],
     )
     assert feedback.status_code == 200, feedback.text
     assert feedback.json()["accepted"] == 20 and feedback.json()["unknownIds"] == []
@@ -322,9 +349,12 @@ def test_grpc_port_off_and_port_in_use(iris: models.ModelDir, server: ServerProc
     with serve(iris.path, name=NAME, args=("--grpc-port", "off")) as rest_only:
         assert rest_only.grpc_port is None
         assert rest_only.get("/v2/health/ready").status_code == 200
-    with pytest.raises(RuntimeError, match=rf"cannot listen for gRPC on 127.0.0.1:{server.grpc_port}"):
-        with serve(iris.path, name=NAME, args=("--grpc-port", str(server.grpc_port))):
-            pass
+    taken = str(server.grpc_port)
+    with (
+        pytest.raises(RuntimeError, match=rf"cannot listen for gRPC on 127.0.0.1:{taken}"),
+        serve(iris.path, name=NAME, args=("--grpc-port", taken)),
+    ):
+        pass
 
 
 def test_sigterm_drains_grpc_like_rest(iris: models.ModelDir) -> None:

@@ -29,7 +29,20 @@ CLIENT_ERRORS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 METHODS = ["ModelInfer", "ModelReady", "ModelMetadata", "ServerReady", "ServerLive", "ServerMetadata"]
-DATATYPES = ["BOOL", "INT8", "INT32", "INT64", "UINT8", "UINT64", "FP16", "FP32", "FP64", "BYTES", "FLOAT", ""]
+DATATYPES = [
+    "BOOL",
+    "INT8",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+    "FLOAT",
+    "",
+]
 NAMES = ["input-0", "sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)", "", "x"]
 FIELDS = [
     "bool_contents",
@@ -127,7 +140,9 @@ def infer_requests(draw: st.DrawFn) -> bytes:
 
 @SETTINGS
 @given(payload=st.binary(max_size=256), method=st.sampled_from(METHODS))
-def test_random_bytes_are_refused_as_client_errors(channel: grpc.Channel, payload: bytes, method: str) -> None:
+def test_random_bytes_are_refused_as_client_errors(
+    channel: grpc.Channel, payload: bytes, method: str
+) -> None:
     call(channel, method, payload)
 
 
@@ -143,7 +158,9 @@ def test_truncated_infer_requests_are_client_errors(channel: grpc.Channel, paylo
     call(channel, "ModelInfer", payload[: max(0, len(payload) - cut)])
 
 
-def test_server_still_serves_after_the_malformed_messages(server: ServerProcess, channel: grpc.Channel) -> None:
+def test_server_still_serves_after_the_malformed_messages(
+    server: ServerProcess, channel: grpc.Channel
+) -> None:
     assert server.proc.poll() is None
     request = service_pb2.ModelInferRequest(model_name=NAME)
     request.inputs.add(name="input-0", datatype="FP64", shape=[1, 4]).contents.fp64_contents.extend(

@@ -5,8 +5,9 @@
 
 The model is loaded once (sha256 checked, safe skops load); `metadata.json` is read from the same
 directory. REST listens on `--port`, gRPC (`inference.GRPCInferenceService`) on `--grpc-port`; both
-share the model, micro-batching, statistics and limits. With `--reference-profile`, live feature values are counted over the profile's bins for
-drift (`GET /v2/models/{name}/drift`, `/stats`, `/metrics`). SIGTERM or SIGINT: readiness fails at
+share the model, micro-batching, statistics and limits. With `--reference-profile`, live feature
+values are counted over the profile's bins for drift (`GET /v2/models/{name}/drift`, `/stats`,
+`/metrics`). SIGTERM or SIGINT: readiness fails at
 once; after `--drain-delay` seconds of still answering (a second signal cuts it short), stop
 accepting, answer the requests already received, exit 0. Endpoints and the `/stats` contract:
 docs/serving.md.

@@ -15,9 +15,10 @@ by gRPC itself), INTERNAL (a bug).
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -79,6 +80,9 @@ class Failure:
         self.message = message
 
 
+Reply = pb.ModelInferResponse | Failure
+
+
 # --------------------------------------------------------------------------- codec
 
 
@@ -133,7 +137,8 @@ def decode_request(message: pb.ModelInferRequest, app: InferenceApp) -> Inferenc
     if raw:
         if len(raw) != len(inputs):
             raise ProtocolError(
-                f"raw_input_contents has {len(raw)} entries for {len(inputs)} inputs (one per input, in order)"
+                f"raw_input_contents has {len(raw)} entries for {len(inputs)} inputs "
+                "(one per input, in order)"
             )
         if any(t.HasField("contents") for t in inputs):
             raise ProtocolError("an input has typed `contents` although the request uses raw_input_contents")
@@ -257,13 +262,14 @@ class InferenceService:
     ) -> pb.ModelInferResponse:
         await self._check_model(request.model_name, request.model_version, context)
         app = self.app
-        answer = app.infer(
-            lambda: decode_request(request, app),
-            lambda r, p, q: encode_response(app, r, p, q),
-            Failure,
-        )
-        if not isinstance(answer, pb.ModelInferResponse | Failure):
-            answer = await answer
+
+        def encode(
+            decoded: InferenceRequest, predictions: NDArray[Any], probabilities: NDArray[np.float64] | None
+        ) -> Reply:
+            return encode_response(app, decoded, predictions, probabilities)
+
+        pending = app.infer(lambda: decode_request(request, app), encode, Failure)
+        answer = await pending if isinstance(pending, asyncio.Future) else pending
         if isinstance(answer, Failure):
             await context.abort(answer.code, answer.message)
         assert isinstance(answer, pb.ModelInferResponse)
@@ -289,7 +295,9 @@ class InferenceService:
                     raise
                 except Exception as exc:
                     log.exception("gRPC %s failed", request_type.__name__)
-                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+                    )
 
             return grpc.unary_unary_rpc_method_handler(
                 handle, response_serializer=lambda message: message.SerializeToString()
