@@ -219,16 +219,15 @@ class InferenceService:
         )
 
     async def _check_model(self, name: str, version: str, context: grpc.aio.ServicerContext) -> None:
+        """NOT_FOUND unless `name` (and `version`, when given) is the model served."""
         model = self.app.model
+        if name == model.name and (not version or version == model.version):
+            return
         if name != model.name:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; this server serves {model.name!r}"
-            )
-        if version and version != model.version:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"unknown version {version!r} of model {name!r}; this server serves {model.version!r}",
-            )
+            message = f"unknown model {name!r}; this server serves {model.name!r}"
+        else:
+            message = f"unknown version {version!r} of model {name!r}; this server serves {model.version!r}"
+        await context.abort(grpc.StatusCode.NOT_FOUND, message)
 
     async def server_live(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
