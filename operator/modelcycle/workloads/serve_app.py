@@ -463,11 +463,17 @@ class InferenceApp:
         return Response(200, body, OCTET if extra else JSON, extra)
 
     def infer(
-        self, decode: Callable[[], InferenceRequest], encode: Encoder[R], fail: Callable[[int, str], R]
+        self,
+        decode: Callable[[], InferenceRequest],
+        encode: Encoder[R],
+        fail: Callable[[int, str], R],
+        *,
+        trickles: bool = False,
     ) -> R | asyncio.Future[R]:
         """One inference request of any transport: `decode` it, predict it in a micro-batch, `encode`
         the answer. Refusals and failures are `fail(http_status, message)`. Counted in the metrics
-        and remembered for feedback the same way whatever the transport."""
+        and remembered for feedback the same way whatever the transport. `trickles`: see
+        `serve_batching.Job`."""
         started = time.perf_counter()
         if not self.serving:
             self._observe("server_error", started)
@@ -484,7 +490,7 @@ class InferenceApp:
                 return
             future.set_result(self._respond(request, outcome, started, encode, fail))
 
-        self.batcher.submit(Job(request.x, request.rows, request.wants_proba, done))
+        self.batcher.submit(Job(request.x, request.rows, request.wants_proba, done, trickles=trickles))
         return future
 
     def _respond(

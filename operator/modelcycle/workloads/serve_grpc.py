@@ -267,7 +267,7 @@ class InferenceService:
         ) -> Reply:
             return encode_response(app, decoded, predictions, probabilities)
 
-        pending = app.infer(lambda: decode_request(request, app), encode, Failure)
+        pending = app.infer(lambda: decode_request(request, app), encode, Failure, trickles=True)
         answer = await pending if isinstance(pending, asyncio.Future) else pending
         if isinstance(answer, Failure):
             await context.abort(answer.code, answer.message)
