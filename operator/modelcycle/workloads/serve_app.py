@@ -1,7 +1,9 @@
 """The model server's endpoints, independent of the HTTP transport.
 
 `InferenceApp.handle(method, path, query, headers, body)` returns a `Response`, or a future of one
-for inference (answered when its micro-batch has run). Endpoints:
+for inference (answered when its micro-batch has run). `InferenceApp.infer` is the inference path
+of any transport (REST here, gRPC in serve_grpc.py): one model, batcher, statistics and metrics.
+Endpoints:
 
 | method | path | what |
 |---|---|---|
