@@ -12,6 +12,7 @@ setup:
 	@bash tools/setup.sh
 
 demo: setup
+	$(BIN)/modelcycle local preflight
 	$(BIN)/modelcycle local up
 	$(BIN)/modelcycle local demo
 
@@ -23,6 +24,7 @@ lint:
 	$(BIN)/modelcycle crds generate --check
 
 test: setup lint
+	$(BIN)/modelcycle local preflight
 	$(BIN)/pytest tests
 
 unit: setup

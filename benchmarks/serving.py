@@ -1,6 +1,7 @@
 """Serving benchmark: `modelcycle serve` against MLServer and KServe on the same models (not a test).
 
     ~/.cache/modelcycle/venv/bin/python benchmarks/serving.py [--duration 10] [--servers ours,mlserver,kserve]
+        [--protocols rest,grpc]
 
 - Models: breast_cancer (30 features), a scaled logistic regression and a 50-tree random forest,
   fitted once here. Ours loads the skops file (+ metadata.json); KServe a `kserve.Model` subclass
@@ -8,11 +9,17 @@
   fitted estimator saved with joblib, the only format that runtime reads.
 - Peers live in their own virtualenvs under ~/.cache/modelcycle/bench/ (created on first run):
   `mlserver==1.7.1 mlserver-sklearn==1.7.1 'uvloop<0.22'`, and `kserve`; both with this venv's
-  scikit-learn version. Every server runs with its defaults apart from ports.
-- Load: `wrk` (Debian package) with a Lua script for the POST body, one thread, 32 connections,
-  `--duration` seconds per cell after a 2 s warm-up, at most `--max-requests` per cell. Every
-  request asks for the `predict` output only, so every server does the same work. Cells: batch 1
-  and batch 64 rows per request.
+  scikit-learn version. Every server runs in its best configuration: MLServer with
+  `parallel_workers: 0` (inference in the server process, no worker-pool hop), KServe with Python
+  warnings silenced; ports apart, the rest is their defaults.
+- REST load: `wrk` (Debian package) with a Lua script for the POST body, one thread, 32
+  connections, `--duration` seconds per cell after a 2 s warm-up, at most `--max-requests` per cell.
+- gRPC load (`inference.GRPCInferenceService/ModelInfer`): a bounded asyncio grpc client in a process
+  of its own (`--grpc-load`): 32 calls in flight on one channel, each sent as soon as the previous
+  one answered, the request serialized once (FP64 `raw_input_contents`, as tritonclient.grpc sends
+  it), the same warm-up, duration and cap.
+- Every request asks for the `predict` output only, so every server does the same work. Cells:
+  batch 1 and batch 64 rows per request.
 - Also: the HTTP floor (a bare handler returning constant JSON, on our transport and on uvicorn with
   a raw ASGI app), in-process predict() calls/s, and our server's peak RSS (VmHWM).
 
@@ -22,6 +29,7 @@ Results are printed as tables and written to ~/.cache/modelcycle/bench/serving-r
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -250,6 +258,7 @@ class Server:
     name: str
     proc: subprocess.Popen[bytes]
     port: int
+    grpc_port: int | None = None
     infer_path: str = f"/v2/models/{MODEL_NAME}/infer"
 
     @property
@@ -267,15 +276,23 @@ class Server:
                 self.proc.wait(5)
 
 
-def spawn(cmd: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        cmd,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
 
 
 @contextlib.contextmanager
 def start_server(kind: str, model: dict[str, Any], logs: Path) -> Iterator[Server]:
     port = free_port()
+    grpc_port = free_port()
     log = logs / f"{kind}.log"
     if kind == "ours":
         cmd = [sys.executable, "-m", "modelcycle", "serve", "--model-dir", str(model["dir"])]
@@ -286,6 +303,8 @@ def start_server(kind: str, model: dict[str, Any], logs: Path) -> Iterator[Serve
             "127.0.0.1",
             "--port",
             str(port),
+            "--grpc-port",
+            str(grpc_port),
             "--log-level",
             "WARNING",
         ]
@@ -296,9 +315,10 @@ def start_server(kind: str, model: dict[str, Any], logs: Path) -> Iterator[Serve
         folder = Path(model["mlserver_dir"])
         settings = {
             "http_port": port,
-            "grpc_port": free_port(),
+            "grpc_port": grpc_port,
             "metrics_port": free_port(),
             "metrics_dir": str(folder / ".metrics"),
+            "parallel_workers": 0,
         }
         (folder / "settings.json").write_text(json.dumps(settings))
         model_settings = {
@@ -315,8 +335,8 @@ def start_server(kind: str, model: dict[str, Any], logs: Path) -> Iterator[Serve
         script.write_text(KSERVE_MODEL)
         cmd = [str(venv / "bin" / "python"), str(script), "--model_name", MODEL_NAME]
         cmd += ["--model_path", str(Path(model["dir"]) / "model.skops")]
-        cmd += ["--http_port", str(port), "--grpc_port", str(free_port())]
-        proc = spawn(cmd, log)
+        cmd += ["--http_port", str(port), "--grpc_port", str(grpc_port)]
+        proc = spawn(cmd, log, env={"PYTHONWARNINGS": "ignore"})
         ready = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
     elif kind == "floor-ours":
         proc = spawn([sys.executable, str(Path(__file__).resolve()), "--floor-server", str(port)], log)
@@ -328,9 +348,11 @@ def start_server(kind: str, model: dict[str, Any], logs: Path) -> Iterator[Serve
         ready = f"http://127.0.0.1:{port}/"
     else:
         raise ValueError(kind)
-    server = Server(kind, proc, port)
+    server = Server(kind, proc, port, grpc_port if kind in ("ours", "mlserver", "kserve") else None)
     try:
         wait_ready(ready, proc)
+        if server.grpc_port is not None:
+            wait_grpc_ready(server)
         yield server
     finally:
         server.stop()
@@ -371,6 +393,7 @@ class Cell:
     server: str
     model: str
     batch: int
+    protocol: str = "rest"
     requests: int = 0
     seconds: float = 0.0
     rps: float = 0.0
@@ -431,14 +454,146 @@ def drive(
     return cell
 
 
-def check_predictions(server: Server, model: dict[str, Any], rows: np.ndarray) -> None:
+# --------------------------------------------------------------------------- gRPC
+
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def grpc_request(rows: np.ndarray) -> bytes:
+    """A serialized ModelInferRequest: `[B, 30]` FP64 in raw_input_contents, the `predict` output."""
+    from modelcycle.workloads.oip import inference_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=MODEL_NAME)
+    request.inputs.add(name="input-0", datatype="FP64", shape=list(rows.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(rows, dtype="<f8").tobytes())
+    request.outputs.add(name="predict")
+    return request.SerializeToString()
+
+
+def wait_grpc_ready(server: Server, timeout: float = 60.0) -> None:
+    import grpc
+
+    from modelcycle.workloads.oip import inference_pb2 as pb
+    from modelcycle.workloads.oip import inference_pb2_grpc as pb_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        while True:
+            try:
+                if stub.ServerReady(pb.ServerReadyRequest(), timeout=2).ready:
+                    return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.3)
+
+
+def grpc_predictions(server: Server, rows: np.ndarray) -> np.ndarray:
+    """The `predict` output of one gRPC call, raw or typed, whichever the server answers with."""
+    import grpc
+
+    from modelcycle.workloads.oip import inference_pb2 as pb
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        call = channel.unary_unary(INFER_METHOD, response_deserializer=pb.ModelInferResponse.FromString)
+        response = call(grpc_request(rows), timeout=30)
+    index = next(i for i, o in enumerate(response.outputs) if o.name == "predict")
+    output = response.outputs[index]
+    if response.raw_output_contents:
+        dtype = {"INT64": "<i8", "INT32": "<i4", "FP64": "<f8", "FP32": "<f4", "BOOL": "?"}[output.datatype]
+        return np.frombuffer(response.raw_output_contents[index], dtype=dtype)
+    contents = output.contents
+    return np.asarray(
+        next(list(f) for f in (contents.int64_contents, contents.int_contents, contents.fp64_contents) if f)
+    )
+
+
+async def grpc_load(
+    target: str, payload: bytes, *, duration: float, concurrency: int, max_requests: int
+) -> dict[str, Any]:
+    """`concurrency` calls in flight on one channel for `duration` s (or `max_requests` calls)."""
+    import grpc
+
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(INFER_METHOD)  # bytes in, bytes out: no client-side protobuf work
+        await call(payload, timeout=30)
+        stop_at = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while len(latencies) + errors < max_requests:
+                started = time.perf_counter()
+                if started >= stop_at:
+                    return
+                try:
+                    await call(payload, timeout=30)
+                except grpc.RpcError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    ordered = np.sort(np.asarray(latencies)) * 1e3
+    pick = (lambda q: float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])) if len(ordered) else None
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": pick(0.50) if pick else float("nan"),
+        "p99_ms": pick(0.99) if pick else float("nan"),
+    }
+
+
+def drive_grpc(
+    server: Server, payload: bytes, *, duration: float, connections: int, max_requests: int, cell: Cell
+) -> Cell:
+    """Run the gRPC load generator in a process of its own (as wrk is), after a 2 s warm-up."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".bin", delete=False) as fh:
+        fh.write(payload)
+        path = fh.name
+    base = [sys.executable, str(Path(__file__).resolve()), "--grpc-load", f"127.0.0.1:{server.grpc_port}"]
+    base += ["--payload", path, "--connections", str(connections), "--max-requests", str(max_requests)]
+    try:
+        subprocess.run([*base, "--duration", "2"], check=True, capture_output=True)  # warm-up
+        out = subprocess.run(
+            [*base, "--duration", f"{duration:g}"], check=True, capture_output=True, text=True
+        ).stdout
+    finally:
+        os.unlink(path)
+    result = json.loads(out)
+    cell.requests, cell.errors, cell.seconds = result["requests"], result["errors"], result["seconds"]
+    cell.rps, cell.p50_ms, cell.p99_ms = result["rps"], result["p50_ms"], result["p99_ms"]
+    return cell
+
+
+def versions(venv: Path, packages: list[str]) -> str:
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    found = {p["name"].lower(): p["version"] for p in json.loads(out or "[]")}
+    return ", ".join(f"{name} {found.get(name, '?')}" for name in packages)
+
+
+def check_predictions(server: Server, model: dict[str, Any], rows: np.ndarray, protocol: str) -> None:
     """Every server must answer correctly before it is timed."""
-    answer = post_json(server.url + server.infer_path, request_body(rows))
-    output = next(o for o in answer["outputs"] if o["name"] == "predict")
-    got = np.asarray(output["data"]).reshape(-1)
+    if protocol == "grpc":
+        got = grpc_predictions(server, rows)
+    else:
+        answer = post_json(server.url + server.infer_path, request_body(rows))
+        output = next(o for o in answer["outputs"] if o["name"] == "predict")
+        got = np.asarray(output["data"]).reshape(-1)
     expected = model["estimator"].predict(rows)
     if not np.array_equal(got.astype(np.int64), expected):
-        raise AssertionError(f"{server.name} predicted {got[:10]} instead of {expected[:10]}")
+        raise AssertionError(f"{server.name} ({protocol}) predicted {got[:10]} instead of {expected[:10]}")
 
 
 def in_process(model: dict[str, Any], rows: np.ndarray) -> dict[str, float]:
@@ -467,18 +622,26 @@ def fmt(value: float, digits: int = 1) -> str:
     return "-" if value != value else f"{value:,.{digits}f}"
 
 
+PEERS = ("mlserver", "kserve")
+
+
 def print_tables(cells: list[Cell]) -> None:
-    groups: dict[tuple[str, int], list[Cell]] = {}
+    """One table per protocol, model and batch; ratios against the best peer of that cell (the most
+    req/s, and separately the lowest p99)."""
+    groups: dict[tuple[str, str, int], list[Cell]] = {}
     for c in cells:
-        groups.setdefault((c.model, c.batch), []).append(c)
-    for (model, batch), group in groups.items():
-        ref = next((c for c in group if c.server == "mlserver" and c.rps > 0), None)
-        print(f"\n### {model}, batch {batch}, 32 connections")
-        print("| server | req/s | rows/s | p50 ms | p99 ms | errors | req/s vs MLServer | p99 vs MLServer |")
+        groups.setdefault((c.protocol, c.model, c.batch), []).append(c)
+    for (protocol, model, batch), group in groups.items():
+        peers = [c for c in group if c.server in PEERS and c.rps > 0]
+        best_rps = max((c.rps for c in peers), default=float("nan"))
+        best_p99 = min((c.p99_ms for c in peers), default=float("nan"))
+        print(f"\n### {protocol}, {model}, batch {batch}, 32 connections / calls in flight")
+        print(
+            "| server | req/s | rows/s | p50 ms | p99 ms | errors | req/s vs best peer | p99 vs best peer |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for c in group:
-            ratio = c.rps / ref.rps if ref else float("nan")
-            p99 = c.p99_ms / ref.p99_ms if ref else float("nan")
+            ratio, p99 = c.rps / best_rps, c.p99_ms / best_p99
             print(
                 f"| {c.server} | {fmt(c.rps, 0)} | {fmt(c.rps * batch, 0)} | {fmt(c.p50_ms, 2)} | "
                 f"{fmt(c.p99_ms, 2)} | {c.errors} | {fmt(ratio, 2)}x | {fmt(p99, 2)}x |"
@@ -495,14 +658,30 @@ def main() -> int:
     parser.add_argument("--servers", default="ours,mlserver,kserve")
     parser.add_argument("--models", default="lr,rf")
     parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--protocols", default="rest,grpc", help="rest, grpc or both (default)")
     parser.add_argument("--no-floor", action="store_true", help="skip the HTTP floor cells")
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--grpc-load", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--payload", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_server:
         floor_server(args.floor_server)
         return 0
-    if shutil.which("wrk") is None:
-        print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
+    if args.grpc_load:
+        result = asyncio.run(
+            grpc_load(
+                args.grpc_load,
+                args.payload.read_bytes(),
+                duration=args.duration,
+                concurrency=args.connections,
+                max_requests=args.max_requests,
+            )
+        )
+        print(json.dumps(result))
+        return 0
+    protocols = args.protocols.split(",")
+    if "rest" in protocols and shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install -y wrk (or --protocols grpc)", file=sys.stderr)
         return 2
     BENCH.mkdir(parents=True, exist_ok=True)
     logs = BENCH / "logs"
@@ -521,22 +700,30 @@ def main() -> int:
         for kind in servers:
             try:
                 with start_server(kind, model, logs) as server:
-                    check_predictions(server, model, data[:64])
-                    for batch in batches:
-                        cell = Cell(kind, key, batch)
-                        drive(
-                            server,
-                            request_body(data[:batch]),
-                            duration=args.duration,
-                            connections=args.connections,
-                            max_requests=args.max_requests,
-                            cell=cell,
-                        )
-                        cells.append(cell)
-                        print(
-                            f"{kind:10s} {key} b{batch}: {cell.rps:,.0f} req/s p99 {cell.p99_ms:.2f} ms",
-                            flush=True,
-                        )
+                    for protocol in protocols:
+                        check_predictions(server, model, data[:64], protocol)
+                        for batch in batches:
+                            cell = Cell(kind, key, batch, protocol)
+                            run_cell = drive_grpc if protocol == "grpc" else drive
+                            payload: Any = (
+                                grpc_request(data[:batch])
+                                if protocol == "grpc"
+                                else request_body(data[:batch])
+                            )
+                            run_cell(
+                                server,
+                                payload,
+                                duration=args.duration,
+                                connections=args.connections,
+                                max_requests=args.max_requests,
+                                cell=cell,
+                            )
+                            cells.append(cell)
+                            print(
+                                f"{kind:10s} {protocol:4s} {key} b{batch}: {cell.rps:,.0f} req/s "
+                                f"p99 {cell.p99_ms:.2f} ms",
+                                flush=True,
+                            )
                     rss = sum(peak_rss_mb(p) for p in process_tree(server.proc.pid))
                     extra["peakRssMB"][f"{kind}-{key}"] = rss
             except Exception as exc:
@@ -544,7 +731,7 @@ def main() -> int:
                 print(
                     f"{kind} {key}: FAILED {exc} (log: {logs / (kind + '.log')})", file=sys.stderr, flush=True
                 )
-    if not args.no_floor:
+    if not args.no_floor and "rest" in protocols:
         for kind in ("floor-ours", "floor-uvicorn"):
             with start_server(kind, {}, logs) as server:
                 cell = Cell(kind, "none", 1)
@@ -562,6 +749,11 @@ def main() -> int:
     print("\n### in-process predict() calls/s")
     for key, values in extra["inProcess"].items():
         print(f"- {key}: " + ", ".join(f"{k} {v:,.0f}" for k, v in values.items()))
+    print("\n### peers")
+    for name, packages in (("mlserver", ["mlserver", "mlserver-sklearn"]), ("kserve", ["kserve"])):
+        if name in servers:
+            extra.setdefault("peerVersions", {})[name] = versions(BENCH / name, [*packages, "grpcio"])
+            print(f"- {name}: {extra['peerVersions'][name]}")
     print("\n### peak RSS (VmHWM, MB, server process tree)")
     for key, value in extra["peakRssMB"].items():
         print(f"- {key}: {value:.0f}")

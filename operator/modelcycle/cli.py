@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# A dependency that only some commands import -> the extra that installs it.
+OPTIONAL_DEPENDENCIES: dict[str, str] = {"kubernetes": "operator"}
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelcycle",
@@ -49,7 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        module = importlib.import_module(COMMANDS[args.command][0])
+    except ModuleNotFoundError as exc:
+        if exc.name not in OPTIONAL_DEPENDENCIES:
+            raise
+        extra = OPTIONAL_DEPENDENCIES[exc.name]
+        print(
+            f"error: `modelcycle {args.command}` needs {exc.name}: install it with "
+            f"`pip install 'modelcycle[{extra}]'` (the workload image has only what the workloads need)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return int(module.run(args))
     except errors.UserError as exc:

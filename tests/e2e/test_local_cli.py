@@ -1,5 +1,5 @@
-"""`modelcycle local up | status | down` as a user runs them: detached, idempotent, and nothing left
-behind, not even the processes of the pods the node started."""
+"""`modelcycle local up | status | down --runtime processes` as a user runs them: detached, idempotent,
+and nothing left behind, not even the processes of the pods the node started."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_up_twice_reuses_everything_and_down_leaves_no_process(tmp_path: Path) -
             timeout=300,
         )
 
-    up_args = ("up", "--node-name", NODE_NAME, "--pod-network", POD_NETWORK)
+    up_args = ("up", "--runtime", "processes", "--node-name", NODE_NAME, "--pod-network", POD_NETWORK)
     records: list[platform.cp.ProcessRecord] = []
     runs: list[Run] = []
     try:
@@ -102,7 +102,7 @@ def test_up_twice_reuses_everything_and_down_leaves_no_process(tmp_path: Path) -
     finally:
         down = local("down")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert "(1 pod process(es))" in down.stdout, down.stdout
+    assert "(1 pod(s))" in down.stdout, down.stdout
     assert records, "up recorded its processes"
     left = [r for r in records if r.is_running()]
     left_runs = [r for r in runs if r.wrapper_alive()]

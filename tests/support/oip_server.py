@@ -22,6 +22,7 @@ import requests
 class ServerProcess:
     proc: subprocess.Popen[str]
     port: int
+    grpc_port: int | None = None
     stderr_lines: list[str] = field(default_factory=list)
 
     @property
@@ -52,7 +53,8 @@ def serve(
     args: tuple[str, ...] = (),
     timeout: float = 60.0,
 ) -> Iterator[ServerProcess]:
-    """Start `modelcycle serve` on 127.0.0.1 with a free port; stop it (SIGTERM) afterwards."""
+    """Start `modelcycle serve` on 127.0.0.1 with free ports (REST and gRPC, unless `args` sets
+    --grpc-port); stop it (SIGTERM) afterwards."""
     command = [
         sys.executable,
         "-m",
@@ -67,6 +69,7 @@ def serve(
         "127.0.0.1",
         "--port",
         "0",
+        *(() if "--grpc-port" in args else ("--grpc-port", "0")),
         *args,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -85,6 +88,7 @@ def serve(
                 event = json.loads(line)
                 if event.get("event") == "listening":
                     server.port = int(event["port"])
+                    server.grpc_port = event.get("grpcPort")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the server did not start:\n{server.stderr()}")
         threading.Thread(target=_pump, args=(proc.stdout, []), daemon=True).start()

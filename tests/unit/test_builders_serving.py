@@ -142,7 +142,10 @@ def test_pod_is_restricted_and_has_no_token() -> None:
 
 def test_probes_ports_and_scrape_annotations() -> None:
     c = container(deployment())
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     annotations = deployment()["spec"]["template"]["metadata"]["annotations"]
@@ -165,6 +168,7 @@ def test_args_carry_artifact_identity_batching_and_profile() -> None:
     assert flag("--model-name") == "iris"
     assert flag("--model-version") == "3"
     assert flag("--port") == "8080"
+    assert flag("--grpc-port") == "8081"
     assert flag("--max-batch-size") == "16"
     assert flag("--max-delay-us") == "500"
     assert flag("--reference-profile") == "pvc://datasets/ml/iris/profile.json"
@@ -183,6 +187,7 @@ def test_args_parse_with_the_real_serve_command() -> None:
     assert parsed.artifact_uri == "pvc://models/ml/iris/v3/model.skops"
     assert parsed.sha256 == SHA
     assert parsed.port == 8080
+    assert parsed.grpc_port == serving.GRPC_PORT == serve.GRPC_PORT
     assert parsed.max_delay_us == 2000
 
 
@@ -216,7 +221,10 @@ def test_service_shape() -> None:
     service = serving.service(mdep())
     assert service["apiVersion"] == "v1"
     assert service["spec"]["type"] == "ClusterIP"
-    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+    ]
     assert service["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
 
 

@@ -371,9 +371,10 @@ def test_serving_selectors_match_the_pods_the_operator_creates() -> None:
     ):
         assert selector.items() <= labels.items(), (selector, labels)
     assert serving.PORT == 8080 and serving.PORT_NAME == "http"
+    assert serving.GRPC_PORT == 8081 and serving.GRPC_PORT_NAME == "grpc"
 
 
-def test_network_policy_allows_only_8080_from_operator_and_selected_peers() -> None:
+def test_network_policy_allows_only_8080_and_8081_from_operator_and_selected_peers() -> None:
     docs = render(
         {
             "networkPolicy": {
@@ -386,7 +387,7 @@ def test_network_policy_allows_only_8080_from_operator_and_selected_peers() -> N
     policy = one(docs, "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (ingress,) = policy["spec"]["ingress"]
-    assert ingress["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert ingress["ports"] == [{"port": 8080, "protocol": "TCP"}, {"port": 8081, "protocol": "TCP"}]
     peers = ingress["from"]
     assert peers[0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "mc"}}
     assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"

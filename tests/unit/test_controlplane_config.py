@@ -126,14 +126,17 @@ def load_cert(layout: cp.StateLayout, name: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(layout.cert(name).read_bytes())
 
 
-def test_apiserver_certificate_names_loopback_and_the_kubernetes_service(layout: cp.StateLayout) -> None:
+def test_apiserver_certificate_names_loopback_the_kubernetes_service_and_the_node_ip(
+    layout: cp.StateLayout,
+) -> None:
     sans = (
         load_cert(layout, "apiserver").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     )
 
     assert set(sans.get_values_for_type(x509.IPAddress)) == {
         ipaddress.ip_address("127.0.0.1"),
-        ipaddress.ip_address("10.0.0.1"),
+        ipaddress.ip_address("198.19.0.1"),
+        ipaddress.ip_address("198.18.0.1"),
     }
     assert {
         "localhost",
@@ -211,7 +214,7 @@ def test_apiserver_listens_on_loopback_with_rbac_and_pod_security(layout: cp.Sta
     assert args["etcd-servers"] == "https://127.0.0.1:2001"
     assert args["authorization-mode"] == "Node,RBAC"
     assert {"PodSecurity", "ServiceAccount"} <= set(args["enable-admission-plugins"].split(","))
-    assert args["service-cluster-ip-range"] == "10.0.0.0/24"
+    assert args["service-cluster-ip-range"] == "198.19.0.0/24"
     assert args["service-account-issuer"] == "https://kubernetes.default.svc.cluster.local"
     assert Path(args["service-account-key-file"]).is_file()
     assert Path(args["service-account-signing-key-file"]).is_file()

@@ -111,6 +111,54 @@ def test_the_delay_bound_ends_gathering() -> None:
     assert len(model.calls) >= 1 and sum(model.calls) == 5
 
 
+def test_trickling_requests_under_load_wait_for_batch_mates() -> None:
+    """gRPC hands requests to the loop one at a time: once the batcher has seen company, it waits a
+    little for the next one instead of dispatching at the first empty pass of the loop."""
+    model = FakeModel()
+    batcher = MicroBatcher(model.predict, max_batch_size=64, max_delay=0.5)
+
+    async def main() -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Outcome]] = []
+
+        def submit() -> None:
+            future: asyncio.Future[Outcome] = loop.create_future()
+            futures.append(future)
+            batcher.submit(Job(np.ones((1, 2)), 1, False, future.set_result, trickles=True))
+
+        batcher.start()
+        submit()
+        submit()  # a burst of two: the batcher has now seen concurrent load
+        await asyncio.gather(*futures)
+        for i in range(10):  # then ten requests 50 us apart, each on its own pass of the loop
+            loop.call_later(0.00005 * i, submit)
+        await asyncio.sleep(0.01)
+        results = await asyncio.gather(*futures)
+        await batcher.close()
+        return list(results)
+
+    results = asyncio.run(main())
+    assert len(results) == 12 and not any(isinstance(r, BaseException) for r in results)
+    assert model.calls[0] == 2 and len(model.calls) <= 3, model.calls
+
+
+def test_a_lone_trickling_request_is_not_held_back() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model.predict, max_batch_size=64, max_delay=2.0)
+
+    async def one() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        batcher.start()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        batcher.submit(Job(np.ones((1, 2)), 1, False, future.set_result, trickles=True))
+        await future
+        await batcher.close()
+        return loop.time() - started
+
+    assert asyncio.run(one()) < 1.0
+
+
 def test_statistics_hook_sees_successful_rows_only() -> None:
     model = FakeModel()
     seen: list[int] = []

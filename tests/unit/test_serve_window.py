@@ -99,3 +99,14 @@ def test_feedback_regression() -> None:
     assert metrics["mae"] == pytest.approx(0.5) and metrics["rmse"] == pytest.approx(np.sqrt(1.25 / 3))
     with pytest.raises(ValueError, match="numbers"):
         store.add(["x"], request_id=None, predictions=[1.0])
+
+
+def test_numeric_predictions_are_counted_not_the_last_input_column() -> None:
+    a = drift.FeatureBins("a", "numeric", np.array([0.0]), (), np.ones(2))
+    pred = drift.FeatureBins("__prediction__", "numeric", np.array([10.0]), (), np.zeros(2))
+    window = LiveWindow([Column(a, 0), Column(pred, -1)], 10)
+    window.add(window.bin_rows(np.array([[-1.0], [1.0], [2.0]]), np.array([5.0, 20.0, 30.0])))
+    counts = {
+        column.bins.name: [*c.tolist(), nulls] for column, c, nulls in window.split(window.snapshot()[0])
+    }
+    assert counts == {"a": [1, 2, 0], "__prediction__": [1, 2, 0]}

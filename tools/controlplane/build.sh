@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the upstream Kubernetes control-plane binaries, etcd and helm from their Go modules.
+# Build the upstream Kubernetes control-plane and node binaries (kubelet, kube-proxy), etcd and
+# helm from their Go modules.
 #
 # No download site for Kubernetes binaries is reachable here, but the Go module proxy is, so we
 # compile the real thing. Binaries are cached by version under $MODELCYCLE_CACHE/bin/<k8s-version>
@@ -12,10 +13,15 @@ HELM_VERSION="${HELM_VERSION:-3.19.5}"
 CACHE="${MODELCYCLE_CACHE:-$HOME/.cache/modelcycle}"
 BIN_DIR="$CACHE/bin/v$K8S_VERSION"
 WORK="$CACHE/build"
-K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 ALL_BINARIES=("${K8S_BINARIES[@]}" etcd helm)
 
 if [[ "${1:-}" == "--print-dir" ]]; then echo "$BIN_DIR"; exit 0; fi
+
+# One build at a time (two setups at once would compile the same binaries twice).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build.lock"
+flock 9
 
 # Bump when the flags a binary is built with change, so cached binaries are rebuilt.
 HELM_BUILD_REV=2   # 2: helm reports the Kubernetes version of its client-go to kubeVersion checks
@@ -65,9 +71,11 @@ GO
   for b in "${K8S_BINARIES[@]}"; do
     needs "$b" || continue
     echo "  go build $b"
+    step_start=$(date +%s)
     (cd "$mod" && go get "k8s.io/kubernetes/cmd/$b@v$K8S_VERSION" >/dev/null 2>&1 || true)
     (cd "$mod" && go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$b.tmp" "k8s.io/kubernetes/cmd/$b")
     mv "$BIN_DIR/$b.tmp" "$BIN_DIR/$b"
+    echo "  built $b in $(( $(date +%s) - step_start ))s"
   done
 fi
 

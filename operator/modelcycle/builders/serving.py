@@ -31,6 +31,9 @@ CONTAINER = "server"
 PORT = 8080
 PORT_NAME = "http"
 SERVICE_PORT = 80
+GRPC_PORT = 8081
+"""The Open Inference Protocol over gRPC (`modelcycle serve --grpc-port`), on the pods and the Service."""
+GRPC_PORT_NAME = "grpc"
 TRACK = f"{GROUP}/track"
 STABLE = "stable"
 CANARY = "canary"
@@ -142,6 +145,8 @@ def serve_args(mdep: dict[str, Any], mv: dict[str, Any]) -> list[str]:
         "0.0.0.0",
         "--port",
         str(PORT),
+        "--grpc-port",
+        str(GRPC_PORT),
         "--max-batch-size",
         str(batching.max_batch_size),
         "--max-delay-us",
@@ -196,7 +201,10 @@ def pod_template(
         image=spec.image,
         resources=resources or None,
         restart_policy="Always",
-        ports=[{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        ports=[
+            {"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"},
+            {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         probes=probes(),
     )
     pod_spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
@@ -252,12 +260,22 @@ def deployment(
 
 
 def service(mdep: dict[str, Any]) -> dict[str, Any]:
-    """ClusterIP Service `<mdep>`: port 80 to the pods' http port, across versions and tracks."""
+    """ClusterIP Service `<mdep>`: port 80 to the pods' http port and 8081 to their grpc port (with
+    `appProtocol: grpc`, so meshes and gateways balance per call), across versions and tracks."""
     spec = parse_spec(mdep)
     body = {
         "type": "ClusterIP",
         "selector": service_selector(mdep),
-        "ports": [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        "ports": [
+            {"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"},
+            {
+                "name": GRPC_PORT_NAME,
+                "port": GRPC_PORT,
+                "targetPort": GRPC_PORT_NAME,
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            },
+        ],
     }
     metadata = meta.child_metadata(
         mdep, name=service_name(mdep), component=COMPONENT, extra_labels={meta.MODEL: spec.model}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -182,8 +183,20 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_runtime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtime",
+        choices=("containers", "processes"),
+        default="containers",
+        help="containers (default): a real node (containerd, kubelet, kube-proxy; needs root and "
+        "`make setup`) with the operator installed in-cluster by the Helm chart; processes: the "
+        "process-based node agent and the operator as a local process (no root, no images)",
+    )
+
+
 def _configure_up(parser: argparse.ArgumentParser) -> None:
     _add_root(parser)
+    _add_runtime(parser)
     parser.add_argument(
         "--bin-dir", type=Path, default=None, help="take the Kubernetes binaries from here first"
     )
@@ -193,7 +206,7 @@ def _configure_up(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pod-network",
         default="127.1.0.0/16",
-        help="loopback range the pods' IPs come from (default 127.1.0.0/16)",
+        help="with --runtime processes: loopback range the pods' IPs come from (default 127.1.0.0/16)",
     )
 
 
@@ -207,13 +220,31 @@ def _up(args: argparse.Namespace) -> int:
     if args.fresh:
         platform.down(args.root, purge=True)
     options = platform.PlatformOptions(
-        bin_dir=args.bin_dir, timeout=args.timeout, node_name=args.node_name, pod_network=args.pod_network
+        bin_dir=args.bin_dir,
+        timeout=args.timeout,
+        node_name=args.node_name,
+        pod_network=args.pod_network,
+        runtime=args.runtime,
     )
     print("starting the local platform", flush=True)
     started = platform.up(args.root, options, report=_print_step)
     print(f"platform up in {started.timings['total']:.1f}s; logs in {started.layout.logs}")
     print(f"namespace {started.options.namespace}; stop everything with `modelcycle local down`")
     print(f"export KUBECONFIG={started.kubeconfig}", flush=True)
+    return 0
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    """Exit 0 when this machine can run the real node, else 1 naming every missing piece."""
+    from modelcycle.local import kubenode
+
+    try:
+        binaries, images = kubenode.preflight()
+    except kubenode.NodeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    refs = ", ".join(images.refs().values())
+    print(f"the real node can run here: kubelet {binaries['kubelet']}, images {refs}")
     return 0
 
 
@@ -229,7 +260,7 @@ def _down(args: argparse.Namespace) -> int:
     if not recorded:
         print("nothing was running")
     else:
-        print(f"stopped the operator, the local node ({pods} pod process(es)) and the control plane")
+        print(f"stopped the operator, the local node ({pods} pod(s)) and the control plane")
     if args.purge:
         print(f"deleted {platform.PlatformLayout(args.root or platform.default_root()).root}")
     return 0
@@ -255,6 +286,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     _add_root(parser)
+    _add_runtime(parser)
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds each step may take (default 300)"
     )
@@ -287,6 +319,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "up": Subcommand("start the control plane, the local node and the operator", _configure_up, _up),
     "down": Subcommand("stop everything `local up` started", _configure_down, _down),
+    "preflight": Subcommand(
+        "check that this machine can run the real node (root, containerd, runc, CNI, kubelet, images)",
+        lambda parser: None,
+        _preflight,
+    ),
     "status": Subcommand("show what runs locally", _add_root, _status),
     "demo": Subcommand("run the whole ML loop end to end on this machine", _configure_demo, _demo),
 }

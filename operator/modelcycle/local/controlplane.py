@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from modelcycle.errors import UserError
-from modelcycle.local import procfs
+from modelcycle.local import network, procfs
 
 # Keep in step with K8S_VERSION in tools/controlplane/build.sh (a unit test checks it).
 K8S_VERSION = "1.36.3"
@@ -56,8 +56,8 @@ CONTROL_PLANE_BINARIES: tuple[str, ...] = (ETCD, KUBE_APISERVER, KUBE_CONTROLLER
 ENVTEST_BINARIES = frozenset({ETCD, KUBE_APISERVER, KUBECTL})
 
 LOOPBACK = "127.0.0.1"
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
-KUBERNETES_SERVICE_IP = "10.0.0.1"
+SERVICE_CLUSTER_IP_RANGE = network.SERVICE_CIDR
+KUBERNETES_SERVICE_IP = network.KUBERNETES_SERVICE_IP
 CLUSTER_DOMAIN = "cluster.local"
 SERVICE_ACCOUNT_ISSUER = f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}"
 CLUSTER_NAME = "modelcycle-local"
@@ -383,7 +383,8 @@ APISERVER_DNS_NAMES: tuple[str, ...] = (
     "kubernetes.default.svc",
     f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
 )
-APISERVER_IP_ADDRESSES: tuple[str, ...] = (LOOPBACK, KUBERNETES_SERVICE_IP)
+# The node IP too: pods of the real node reach the API server there (through the `kubernetes` Service).
+APISERVER_IP_ADDRESSES: tuple[str, ...] = (LOOPBACK, KUBERNETES_SERVICE_IP, network.NODE_IP)
 
 # name -> (issuing CA, how to issue). CAs: "ca" (cluster), "etcd-ca", "front-proxy-ca".
 _LEAF_CERTIFICATES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -443,7 +444,7 @@ def pki_files(layout: StateLayout) -> list[Path]:
     return [*files, layout.key(SERVICE_ACCOUNT_KEY), layout.pki / f"{SERVICE_ACCOUNT_KEY}.pub"]
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -467,9 +468,9 @@ def ensure_pki(layout: StateLayout) -> bool:
     issued = {name: issue_certificate(cas[ca], **spec) for name, (ca, spec) in _LEAF_CERTIFICATES.items()}
     for name, certificate in {**cas, **issued}.items():
         layout.cert(name).write_bytes(certificate.cert_pem)
-        _write_private(layout.key(name), certificate.key_pem)
+        write_private(layout.key(name), certificate.key_pem)
     sa_key = ec.generate_private_key(ec.SECP256R1())
-    _write_private(
+    write_private(
         layout.key(SERVICE_ACCOUNT_KEY),
         sa_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -522,7 +523,7 @@ def write_kubeconfig(*, path: Path, server: str, layout: StateLayout, client_cer
         client=load_certificate(layout, client_cert),
         user=user,
     )
-    _write_private(path, yaml.safe_dump(document, sort_keys=False).encode())
+    write_private(path, yaml.safe_dump(document, sort_keys=False).encode())
 
 
 # --------------------------------------------------------------------------- arguments
@@ -556,11 +557,23 @@ def etcd_args(layout: StateLayout, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_args(layout: StateLayout, ports: Ports) -> list[str]:
+def apiserver_args(layout: StateLayout, ports: Ports, *, node_address: str | None = None) -> list[str]:
+    """node_address: the IP pods reach the API server at (a real node's pods cannot reach loopback).
+    The server then listens on every address and advertises that one in the `kubernetes` Service;
+    the node's guard rules drop connections to it that arrive on any other address."""
     pki = layout.pki
+    if node_address is None:
+        # Endpoints may not hold a loopback address, so the `kubernetes` Service cannot point at us;
+        # without this the reconciler logs a rejected write every 10s. No pod here calls the API.
+        addresses = [
+            f"--bind-address={LOOPBACK}",
+            f"--advertise-address={LOOPBACK}",
+            "--endpoint-reconciler-type=none",
+        ]
+    else:
+        addresses = ["--bind-address=0.0.0.0", f"--advertise-address={node_address}"]
     return [
-        f"--bind-address={LOOPBACK}",
-        f"--advertise-address={LOOPBACK}",
+        *addresses,
         f"--secure-port={ports.apiserver}",
         f"--etcd-servers=https://{LOOPBACK}:{ports.etcd_client}",
         f"--etcd-cafile={layout.cert('etcd-ca')}",
@@ -579,9 +592,6 @@ def apiserver_args(layout: StateLayout, ports: Ports) -> list[str]:
         f"--kubelet-client-certificate={layout.cert('apiserver-kubelet-client')}",
         f"--kubelet-client-key={layout.key('apiserver-kubelet-client')}",
         "--kubelet-preferred-address-types=InternalIP,Hostname",
-        # Endpoints may not hold a loopback address, so the `kubernetes` Service cannot point at us;
-        # without this the reconciler logs a rejected write every 10s. Pods here never call the API.
-        "--endpoint-reconciler-type=none",
         f"--requestheader-client-ca-file={layout.cert('front-proxy-ca')}",
         "--requestheader-allowed-names=front-proxy-client",
         "--requestheader-username-headers=X-Remote-User",
@@ -872,6 +882,8 @@ class ControlPlane:
     detach: bool = False
     start_timeout: float = 120.0
     stop_timeout: float = 10.0
+    node_address: str | None = None
+    """Where pods reach the API server (the real node's IP); None: loopback only."""
 
     layout: StateLayout = field(init=False)
     ports: Ports | None = field(init=False, default=None)
@@ -976,7 +988,11 @@ class ControlPlane:
         self.layout.state_file.unlink(missing_ok=True)  # left by a launcher that was killed
 
     def _launch(self, component: str, binary: Path, ports: Ports) -> None:
-        argv = [str(binary), *ARGUMENT_BUILDERS[component](self.layout, ports)]
+        if component == KUBE_APISERVER:
+            args = apiserver_args(self.layout, ports, node_address=self.node_address)
+        else:
+            args = ARGUMENT_BUILDERS[component](self.layout, ports)
+        argv = [str(binary), *args]
         log_path = self.layout.log(component)
         with log_path.open("ab") as log:
             log.write(f"\n=== {datetime.datetime.now().isoformat()} {' '.join(argv)}\n".encode())

@@ -346,7 +346,9 @@ def _num_equal(a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------- the demo
 
 
-def ensure_platform(root: Path | None, narrator: Narrator, *, timeout: float) -> platform.PlatformState:
+def ensure_platform(
+    root: Path | None, narrator: Narrator, *, timeout: float, runtime: str
+) -> platform.PlatformState:
     state, reports = platform.status(root)
     if state is not None and all(r.healthy for r in reports):
         narrator.say(f"platform already up (control plane {state.server}, node {state.node_name})")
@@ -356,7 +358,7 @@ def ensure_platform(root: Path | None, narrator: Narrator, *, timeout: float) ->
     def step(name: str, message: str, seconds: float) -> None:
         print(f"    {name + ' ':.<18} {message} ({seconds:.1f}s)", flush=True)
 
-    started = platform.up(root, platform.PlatformOptions(timeout=timeout), report=step)
+    started = platform.up(root, platform.PlatformOptions(timeout=timeout, runtime=runtime), report=step)
     return started.state()
 
 
@@ -383,7 +385,9 @@ def _run(args: argparse.Namespace, narrator: Narrator) -> int:
         "ModelCycle demo: data → train → validate → deploy → monitor → retrain, on this machine", flush=True
     )
     narrator.start()
-    state = ensure_platform(root, narrator, timeout=timeout)
+    state = ensure_platform(
+        root, narrator, timeout=timeout, runtime=getattr(args, "runtime", platform.CONTAINERS)
+    )
     narrator.done("platform up", f"control plane, node {state.node_name}, operator")
     layout = platform.PlatformLayout(Path(state.root))
     namespace = state.namespace
@@ -470,7 +474,11 @@ def _loop(
             "deployed",
             f"Service {mdep['status'].get('url')}; {len(ready)} ready pod(s) at "
             + ", ".join(f"{e.ip}:{e.port}" for e in ready)
-            + " (no kube-proxy here: requests go to the ready pods, round-robin)",
+            + (
+                "; the demo sends requests to the ready pods, round-robin, to know which one answered"
+                if state.runtime == platform.CONTAINERS
+                else " (no kube-proxy here: requests go to the ready pods, round-robin)"
+            ),
         )
         return _serve_and_drift(
             args, narrator, kube, follow, artifacts, state, names, endpoints, model, mv, ds, task
@@ -662,6 +670,12 @@ def _finish(
         kubectl = str(cp.default_bin_dir())
     root = Path(state.root)
     root_flag = "" if root == platform.default_root().expanduser().resolve() else f" --root {root}"
+    node_logs = (
+        "kubectl logs -n modelcycle-system deploy/modelcycle-operator   # the operator's log\n"
+        f"  ls {root / 'logs'}    # containerd, kubelet and kube-proxy logs"
+        if state.runtime == platform.CONTAINERS
+        else f"ls {root / 'node' / 'logs'}    # every pod's log files"
+    )
     print(
         f"""
 Explore further:
@@ -674,7 +688,7 @@ Explore further:
   kubectl get mdep {names.get("ModelDeployment", "iris")} -n {namespace} -o jsonpath='{{.status.history}}'
   kubectl get events -n {namespace} --sort-by=.lastTimestamp
   kubectl logs -n {namespace} deploy/{names.get("ModelDeployment", "iris")}   # a serving pod's log
-  ls {Path(state.root) / "node" / "logs"}    # every pod's log files
+  {node_logs}
   modelcycle local status{root_flag}    # what runs, and its memory
   modelcycle local down{root_flag}      # stop everything (add --purge to delete the state)
 """,

@@ -40,22 +40,19 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelcycle.api import crdgen, kinds
-from modelcycle.errors import UserError
 from modelcycle.kubeclient import MERGE_PATCH, Kube, quote
 from modelcycle.local import controlplane as cp
-from modelcycle.local import procfs
+from modelcycle.local import incluster, kubenode, network, procfs
 from modelcycle.local.node_env import DEFAULT_POD_NETWORK
 from modelcycle.local.node_process import Run
+from modelcycle.local.processes import PlatformError, http_ok, launch, log_tail, stop_process, wait_until
 
 NAMESPACE = "modelcycle-demo"
 ARTIFACT_CLAIM = "modelcycle-artifacts"
@@ -70,11 +67,13 @@ APPLY_PATCH = "application/apply-patch+yaml"
 STATE_FILE = "platform.json"
 NODE = "local-node"
 OPERATOR = "operator"
-HEALTH_TIMEOUT = 2.0
-
-
-class PlatformError(UserError):
-    """A component did not start or stop; the message names its log."""
+CONTAINERS = "containers"
+"""Runtime: the real node (containerd, kubelet, kube-proxy) and the operator in-cluster (kubenode.py)."""
+PROCESSES = "processes"
+"""Runtime: the process-based node agent (node.py) and the operator as a process of this machine."""
+RUNTIMES = (CONTAINERS, PROCESSES)
+WORKLOAD_UID = 10001
+DRAIN_TIMEOUT = 60.0
 
 
 # --------------------------------------------------------------------------- layout
@@ -131,6 +130,8 @@ class PlatformOptions:
     """The interpreter of this ModelCycle installation; the node runs pods with it too."""
     operator: bool = True
     """Start the operator (tests may run their own)."""
+    runtime: str = PROCESSES
+    """CONTAINERS (the real node) or PROCESSES (the process-based node agent)."""
 
 
 # --------------------------------------------------------------------------- state
@@ -151,6 +152,7 @@ class PlatformState:
     detached: bool
     started_at: float
     timings: dict[str, float] = field(default_factory=dict)
+    runtime: str = PROCESSES
 
     def process(self, component: str) -> cp.ProcessRecord | None:
         return next((p for p in self.processes if p.component == component), None)
@@ -191,78 +193,6 @@ def free_port(host: str = cp.LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def http_ok(url: str, *, timeout: float = HEALTH_TIMEOUT) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """Pre-exec hook: SIGKILL the child when the (main thread of the) parent dies (attached mode)."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
-
-
-def launch(
-    component: str, argv: Sequence[str], *, log: Path, detach: bool, env: Mapping[str, str] | None = None
-) -> tuple[subprocess.Popen[bytes], cp.ProcessRecord]:
-    """Start a process in a session of its own, output appended to `log`."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
-        out.flush()
-        popen = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            start_new_session=True,
-            preexec_fn=None if detach else _die_with_parent(),
-        )
-    # The executable it runs (a venv's python is a symlink): what /proc/<pid>/exe will name.
-    binary = os.path.realpath(argv[0])
-    return popen, cp.ProcessRecord(component, popen.pid, binary, procfs.start_ticks(popen.pid))
-
-
-def stop_process(record: cp.ProcessRecord, *, timeout: float, kill: bool = False) -> None:
-    """SIGTERM (or SIGKILL at once with kill=True) the process group; SIGKILL what outlives timeout."""
-    if kill:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(record.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while record.is_running() and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(record.pid, os.WNOHANG)
-            time.sleep(0.02)
-        return
-    cp.terminate_processes([record], timeout=timeout)
-
-
-# --------------------------------------------------------------------------- pods of the node
 
 
 def pod_runs(node_state: Path) -> list[Run]:
@@ -337,25 +267,6 @@ def server_side_apply(
         body=body,
         content_type=APPLY_PATCH,
     )
-
-
-def wait_until(
-    check: Callable[[], Any],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.2,
-    detail: Callable[[], str] | None = None,
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            extra = f": {detail()}" if detail else ""
-            raise PlatformError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
-        time.sleep(interval)
 
 
 def ensure_namespace(
@@ -445,6 +356,9 @@ def ensure_artifact_store(
 ) -> str:
     """A local PersistentVolume at `path` bound to the claim `namespace/claim`; returns the PV name."""
     path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        # Pods run as uid 10001 and a local volume gets no fsGroup: the directory must be theirs.
+        os.chown(path, WORKLOAD_UID, WORKLOAD_UID)
     name = artifact_volume_name(namespace, claim)
     pv_path = f"/api/v1/persistentvolumes/{quote(name)}"
     existing = kube.get_or_none(pv_path)
@@ -625,16 +539,29 @@ class Platform:
         if not self.detach and not self._registered_exit:
             atexit.register(self.stop)
             self._registered_exit = True
+        if previous is not None and previous.runtime != self.options.runtime:
+            raise PlatformError(
+                f"a platform with runtime {previous.runtime!r} is recorded in {self.layout.root}; "
+                f"stop it first with `modelcycle local down --root {self.layout.root}`"
+            )
+        containers = self.options.runtime == CONTAINERS
         try:
+            if containers:
+                kubenode.preflight()  # before anything starts: no half-started platform
             restarted = self._start_controlplane(previous)
             self._save()
-            self._step_node(previous, restarted)
+            if containers:
+                self._step_kubenode(restarted)
+            else:
+                self._step_node(previous, restarted)
             self._save()
             if self.options.namespace:
                 self._step("namespace", self._ensure_namespace)
                 self._step("artifact store", self._ensure_artifacts)
             self._step("CRDs", self._install_crds)
-            if self.options.operator:
+            if self.options.operator and containers:
+                self._step("operator", self._install_operator)
+            elif self.options.operator:
                 self._step_operator(previous, restarted)
         except BaseException:
             if not self.detach:
@@ -669,6 +596,7 @@ class Platform:
             detached=self.detach,
             started_at=time.time(),
             timings=dict(self.timings),
+            runtime=self.options.runtime,
         )
 
     def _step(self, name: str, action: Callable[[], str]) -> None:
@@ -694,6 +622,7 @@ class Platform:
             bin_dir=self.options.bin_dir,
             detach=self.detach,
             start_timeout=self.options.timeout,
+            node_address=network.NODE_IP if self.options.runtime == CONTAINERS else None,
         )
         plane.start()
         self.controlplane = plane
@@ -742,6 +671,74 @@ class Platform:
             f"{self.options.node_name} Ready; pods get addresses in {self.options.pod_network}",
             self.timings["local node"],
         )
+
+    def kubenode(self) -> kubenode.KubeNode:
+        """The real node (runtime CONTAINERS) of this platform."""
+        return kubenode.KubeNode(
+            self.layout.node,
+            controlplane=cp.StateLayout(self.layout.controlplane),
+            server=self.server if self.cp_state is not None or self.controlplane is not None else "",
+            node_name=self.options.node_name,
+            logs=self.layout.logs,
+            detach=self.detach,
+            timeout=self.options.timeout,
+            node_ready=lambda: node_ready(self.kube, self.options.node_name),
+        )
+
+    def _step_kubenode(self, restarted: bool) -> None:
+        assert self.cp_state is not None
+        self.kubenode().ensure(
+            apiserver_port=self.cp_state.ports["apiserver"], fresh=restarted, report=self.report
+        )
+        # `down` cordoned it (the Node object outlives the node in etcd).
+        self.kube.patch(
+            f"/api/v1/nodes/{quote(self.options.node_name)}",
+            {"spec": {"unschedulable": None}},
+            content_type=MERGE_PATCH,
+        )
+
+    def _install_operator(self) -> str:
+        _, images = kubenode.preflight()
+        values = incluster.operator_values(
+            operator_image=images.operator,
+            workload_image=images.workload,
+            workload_namespaces=[self.options.namespace] if self.options.namespace else [],
+            artifact_claim=self.options.artifact_claim,
+            extra_args=self.options.operator_args,
+        )
+        incluster.helm_install(
+            helm=cp.find_binary("helm"),
+            kubeconfig=self.kubeconfig,
+            values=values,
+            timeout=self.options.timeout,
+        )
+        return (
+            f"{incluster.NAMESPACE}/{incluster.DEPLOYMENT} Available ({images.operator}), installed by Helm"
+        )
+
+    def _drain(self) -> int:
+        """Cordon the node and delete its pods, so each container gets its graceful stop."""
+        name = self.options.node_name
+        try:
+            self.kube.patch(
+                f"/api/v1/nodes/{quote(name)}", {"spec": {"unschedulable": True}}, content_type=MERGE_PATCH
+            )
+            pods = self.kube.get("/api/v1/pods", fieldSelector=f"spec.nodeName={name}")["items"]
+        except Exception:
+            return 0
+        for pod in pods:
+            meta = pod["metadata"]
+            path = f"/api/v1/namespaces/{quote(meta['namespace'])}/pods/{quote(meta['name'])}"
+            with contextlib.suppress(Exception):
+                self.kube.delete(path)
+
+        def gone() -> bool:
+            left = self.kube.get("/api/v1/pods", fieldSelector=f"spec.nodeName={name}")["items"]
+            return not [p for p in left if p["metadata"]["uid"] in {q["metadata"]["uid"] for q in pods}]
+
+        with contextlib.suppress(PlatformError):
+            wait_until(gone, timeout=DRAIN_TIMEOUT, what="the node's pods to stop", interval=0.5)
+        return len(pods)
 
     def _step_operator(self, previous: PlatformState | None, restarted: bool) -> None:
         began = time.monotonic()
@@ -915,10 +912,18 @@ class Platform:
 
     def stop(self) -> int:
         """Stop the operator, the node, the pods' processes and the control plane. Returns the
-        number of pod processes stopped. Safe to call twice."""
+        number of pods (or pod processes) stopped. Safe to call twice.
+
+        The real node: cordon and drain it, stop kube-proxy and the kubelet, remove what containers
+        are left, stop containerd and remove every mount, network namespace, bridge, iptables
+        chain and cgroup of ours from the host."""
         self.stop_operator()
         self.stop_node()
         stopped = stop_pod_processes(self.layout.node)
+        real_node = kubenode.NodeLayout(self.layout.node)
+        if self.options.runtime == CONTAINERS or real_node.state_file.exists():
+            stopped += self._drain() if self.cp_state is not None or self.controlplane is not None else 0
+            self.kubenode().stop()
         if self._kube is not None:
             self._kube.close()
             self._kube = None
@@ -951,6 +956,16 @@ def memory_usage(
             [p.pid for p in (cp_state.processes if cp_state else []) if p.is_running()]
         )
     }
+    node_state = kubenode.NodeState.load(kubenode.NodeLayout(layout.node).state_file)
+    if node_state is not None:  # the real node: its components, containerd's shims, the containers
+        containers = set(kubenode.container_pids(layout.node))
+        components = {c: {r.pid} for c, r in node_state.processes.items() if r.is_running()}
+        groups.update(components)
+        groups["shims"] = (
+            set(kubenode.processes_using(layout.node)) - containers - set().union(*components.values())
+        )
+        groups["pods"] = containers
+        return {name: sum(rss_bytes(pid) for pid in pids) for name, pids in groups.items()}
     for component in (NODE, OPERATOR):
         record = next((r for r in records if r.component == component), None)
         running = record is not None and record.is_running()
@@ -982,7 +997,9 @@ def down(root: Path | None = None, *, purge: bool = False) -> tuple[bool, int]:
     state = read_state(platform.layout.root)
     if state is not None:
         platform.adopt(state)
-        platform.options = PlatformOptions(node_name=state.node_name, namespace=state.namespace)
+        platform.options = PlatformOptions(
+            node_name=state.node_name, namespace=state.namespace, runtime=state.runtime
+        )
     recorded = state is not None or cp.read_state(platform.layout.controlplane) is not None
     stopped = platform.stop()
     if purge:
@@ -1025,7 +1042,9 @@ def status(root: Path | None = None) -> tuple[PlatformState | None, list[Compone
             cp.StateLayout(layout.controlplane).admin_kubeconfig, user_agent="modelcycle-local-status"
         )
     try:
-        for component in (NODE, OPERATOR):
+        if state is not None and state.runtime == CONTAINERS:
+            reports.extend(_real_node_reports(layout, state, kube))
+        for component in (NODE, OPERATOR) if state is None or state.runtime == PROCESSES else ():
             record = state.process(component) if state else None
             if record is None or not record.is_running():
                 reports.append(ComponentReport(component, [], False, False, "not running"))
@@ -1048,6 +1067,28 @@ def status(root: Path | None = None) -> tuple[PlatformState | None, list[Compone
         if kube is not None:
             kube.close()
     return state, reports
+
+
+def _real_node_reports(
+    layout: PlatformLayout, state: PlatformState, kube: Kube | None
+) -> list[ComponentReport]:
+    node_state = kubenode.NodeState.load(kubenode.NodeLayout(layout.node).state_file)
+    records = node_state.processes if node_state else {}
+    reports = []
+    for component in kubenode.COMPONENTS:
+        record = records.get(component)
+        running = record is not None and record.is_running()
+        detail = "running" if running else "not running"
+        if component == kubenode.KUBELET and running:
+            ready = kube is not None and node_ready(kube, state.node_name)
+            detail = f"Node {state.node_name} {'Ready' if ready else 'not Ready'}"
+            running = running and ready
+        reports.append(ComponentReport(component, [record.pid] if record else [], running, running, detail))
+    available = kube is not None and incluster.operator_available(kube)
+    deployment = f"Deployment {incluster.NAMESPACE}/{incluster.DEPLOYMENT}"
+    detail = f"{deployment} {'Available' if available else 'not Available'}"
+    reports.append(ComponentReport(OPERATOR, [], available, available, detail))
+    return reports
 
 
 def liveness_url(operator_ports: Mapping[str, int]) -> str:

@@ -6,8 +6,8 @@ the reference profile's bins and the monitor can add the counts of several repli
 Binning (the profile's convention): a numeric feature has *interior* edges `e0 < e1 < ... < ek`
 and `k + 1` bins `(-inf, e0], (e0, e1], ..., (ek, inf)`; `np.searchsorted(edges, x, side="left")`
 is the bin index. A categorical feature has one bin per reference category plus one trailing bin
-for categories the reference never saw. Missing values (NaN, None) are counted apart as `nulls`
-and take part in no test.
+for categories the reference never saw. Missing values (NaN, None, pd.NA, NaT) are counted apart
+as `nulls` and take part in no test.
 
 Statistics:
 
@@ -41,14 +41,17 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 from scipy.stats import chi2 as chi2_dist
 from scipy.stats import kstwo, kstwobign
 
+from modelcycle.workloads import profile as profile_mod
 from modelcycle.workloads.profile import category_label
 
 PSI_EPSILON = 1e-4
@@ -57,6 +60,9 @@ KS_EXACT_MAX_N = 10_000
 """Like scipy's `method="auto"`: exact KS p-values when both samples have at most this many rows."""
 KS_TAIL_SHORTCUT = 1e-10
 """Below this, KS p-values come from the limiting distribution (see `_ks_asymp_pvalue`)."""
+COMPARED_EDGES = 64
+"""Up to this many edges, counting (not binning) a numeric sample compares it with each edge in turn:
+one vectorised pass per edge beats a binary search per value."""
 STATS_VERSION = 1
 """Version of the live-statistics JSON (`/v2/models/{name}/stats`)."""
 
@@ -221,15 +227,7 @@ def reference_bins(values: ArrayLike, bins: int = 20) -> tuple[FloatArray, IntAr
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     nan = np.isnan(v)
-    ordered = np.sort(v[~nan])
-    n = ordered.size
-    if n == 0 or bins < 2:
-        return np.empty(0), np.asarray([n], dtype=np.int64), int(nan.sum())
-    k = np.arange(1, bins, dtype=np.int64)
-    index = np.maximum(0, (k * n + bins - 1) // bins - 1)
-    edges = np.unique(ordered[index])
-    upto = np.searchsorted(ordered, edges, side="right")
-    counts = np.diff(np.concatenate([[0], upto, [n]])).astype(np.int64)
+    edges, counts = profile_mod.sorted_bins(np.sort(v[~nan]), bins)
     return edges, counts, int(nan.sum())
 
 
@@ -238,9 +236,15 @@ def quantile_edges(values: ArrayLike, bins: int = 20) -> FloatArray:
     return reference_bins(values, bins)[0]
 
 
-def bin_numeric(values: ArrayLike, edges: ArrayLike) -> IntArray:
+def _floats(values: ArrayLike | pd.Series) -> FloatArray:
+    if isinstance(values, pd.Series):
+        return profile_mod.numeric_values(values)
+    return np.asarray(values, dtype=np.float64)
+
+
+def bin_numeric(values: ArrayLike | pd.Series, edges: ArrayLike) -> IntArray:
     """Bin index of each value over interior edges; NaN gets index len(edges) + 1 (the null bin)."""
-    v = np.asarray(values, dtype=np.float64)
+    v = _floats(values)
     e = np.asarray(edges, dtype=np.float64)
     idx = np.searchsorted(e, v, side="left").astype(np.int64)
     idx[np.isnan(v)] = e.size + 1
@@ -253,18 +257,6 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def _null_mask(values: NDArray[Any]) -> NDArray[np.bool_]:
-    if values.dtype.kind == "f":
-        return np.isnan(values)
-    if values.dtype.kind == "O":
-        return np.fromiter(
-            (v is None or (isinstance(v, float) and math.isnan(v)) for v in values.ravel()),
-            dtype=bool,
-            count=values.size,
-        ).reshape(values.shape)
-    return np.zeros(values.shape, dtype=bool)
-
-
 def _category_value(label: Any) -> float:
     if _is_number(label):
         return float(label)
@@ -274,36 +266,61 @@ def _category_value(label: Any) -> float:
         return math.nan
 
 
-def bin_categorical(values: ArrayLike, categories: Sequence[Any]) -> IntArray:
+class CategoryIndex:
+    """How values are matched with a feature's reference categories (see `bin_categorical`).
+
+    Built once per binning: the categories' labels (`category_label`, first one wins) and their
+    numeric values, sorted, for matching numbers by value.
+    """
+
+    def __init__(self, categories: Sequence[Any]) -> None:
+        self.size = len(categories)
+        self.positions: dict[str, int] = {}
+        for i, category in enumerate(categories):
+            self.positions.setdefault(category_label(category), i)
+        numbers = np.asarray([_category_value(c) for c in categories], dtype=np.float64)
+        self.order = np.argsort(numbers, kind="stable")
+        self.numbers = numbers[self.order]
+
+    def of_labels(self, labels: Iterable[str], count: int) -> IntArray:
+        """Index of each label: its category's, `size` when unseen; then `size + 1` (null) appended."""
+        found = np.fromiter((self.positions.get(label, self.size) for label in labels), np.int64, count)
+        return np.append(found, self.size + 1)
+
+    def bin(self, values: ArrayLike | pd.Series) -> IntArray:
+        k = self.size
+        dtype = values.dtype if isinstance(values, pd.Series) else None
+        if (
+            dtype is not None
+            and pd.api.types.is_numeric_dtype(dtype)
+            and not pd.api.types.is_bool_dtype(dtype)
+        ):
+            values = profile_mod.numeric_values(values)
+        if not isinstance(values, pd.Series):
+            values = np.asarray(values)
+            if values.dtype.kind == "S":
+                values = values.astype(str)
+            if values.dtype.kind in "iuf":  # numbers by value
+                v = values.astype(np.float64, copy=False)
+                out = np.full(v.shape, k, dtype=np.int64)
+                if k:
+                    pos = np.clip(np.searchsorted(self.numbers, v), 0, k - 1)
+                    hit = self.numbers[pos] == v
+                    out[hit] = self.order[pos[hit]]
+                out[np.isnan(v)] = k + 1
+                return out
+        codes, labels = profile_mod.category_codes(values)
+        return self.of_labels(labels, len(labels))[codes].reshape(np.shape(values))
+
+
+def bin_categorical(values: ArrayLike | pd.Series, categories: Sequence[Any]) -> IntArray:
     """Index of each value's category; unseen -> len(categories); null -> len(categories) + 1.
 
     Categories are matched by the profile's naming (`category_label`): numbers by value (so 1, 1.0
     and "1" are one category), booleans as `true`/`false`, anything else by its string form.
+    Nulls are None, NaN, pd.NA and NaT. Columnar (see `profile.category_codes`).
     """
-    v = np.asarray(values)
-    k = len(categories)
-    out = np.full(v.shape, k, dtype=np.int64)
-    nulls = _null_mask(v)
-    if k:
-        keys: NDArray[Any]
-        if v.dtype.kind in "iuf":
-            cats = np.asarray([_category_value(c) for c in categories], dtype=np.float64)
-            keys = v.astype(np.float64)
-        else:
-            cats = np.asarray([category_label(c) for c in categories])
-            if v.dtype.kind == "b":
-                keys = np.where(v, "true", "false")
-            elif v.dtype.kind in "US":
-                keys = v.astype(str)
-            else:
-                keys = np.asarray([category_label(x) for x in v.ravel()]).reshape(v.shape)
-        order = np.argsort(cats, kind="stable")
-        ordered = cats[order]
-        pos = np.clip(np.searchsorted(ordered, keys), 0, k - 1)
-        hit = ordered[pos] == keys
-        out[hit] = order[pos[hit]]
-    out[nulls] = k + 1
-    return out
+    return CategoryIndex(categories).bin(values)
 
 
 # --------------------------------------------------------------------------- profiles
@@ -327,14 +344,26 @@ class FeatureBins:
         """Bins excluding the null bin: edges + 1, or categories + 1 (unseen)."""
         return self.edges.size + 1 if self.kind == "numeric" else len(self.categories) + 1
 
-    def bin(self, values: ArrayLike) -> IntArray:
+    @cached_property
+    def index(self) -> CategoryIndex:
+        """The categories' index (categorical features)."""
+        return CategoryIndex(self.categories)
+
+    def bin(self, values: ArrayLike | pd.Series) -> IntArray:
         """Bin index of each value (`bins` is the null bin)."""
         if self.kind == "numeric":
             return bin_numeric(values, self.edges)
-        return bin_categorical(values, self.categories)
+        return self.index.bin(values)
 
-    def count(self, values: ArrayLike) -> tuple[IntArray, int]:
-        """Counts over the bins and the number of nulls."""
+    def count(self, values: ArrayLike | pd.Series) -> tuple[IntArray, int]:
+        """Counts over the bins and the number of nulls (the counts of `bin`, without the indices)."""
+        if self.kind == "numeric" and self.edges.size <= COMPARED_EDGES:
+            v = _floats(values).ravel()
+            nulls = int(np.count_nonzero(np.isnan(v)))
+            # x is in bin j when e_{j-1} < x <= e_j: differences of the counts at or below each edge
+            upto = [np.count_nonzero(v <= e) for e in self.edges.tolist()]
+            bounds = np.asarray([0, *upto, v.size - nulls], dtype=np.int64)
+            return np.diff(bounds), nulls
         full = np.bincount(self.bin(values).ravel(), minlength=self.bins + 1)
         return full[: self.bins].astype(np.int64), int(full[self.bins])
 
@@ -367,6 +396,31 @@ def feature_bins(profile: Mapping[str, Any]) -> list[FeatureBins]:
         else:
             raise ValueError(f"profile feature {f.get('name')!r}: unknown kind {kind!r}")
     return out
+
+
+def count_frame(
+    reference_profile: Mapping[str, Any], frame: pd.DataFrame, *, features: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Counts of a DataFrame's values over the reference profile's bins, in the shape `detect` takes.
+
+    What a model server's window holds after seeing these rows: per feature (profile order, or only
+    `features`), `kind`, `counts` over its bins and `nulls`; `rows` is the number of rows. Columns
+    may hold numbers, strings, booleans or pandas categoricals, with nulls (None, NaN, pd.NA).
+    """
+    wanted = None if features is None else set(features)
+    binnings = [fb for fb in feature_bins(reference_profile) if wanted is None or fb.name in wanted]
+    missing = [fb.name for fb in binnings if fb.name not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"the frame has no column {missing[0]!r} of the reference profile"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + "; pass features=[...] to count only some"
+        )
+    out: dict[str, Any] = {}
+    for fb in binnings:
+        counts, nulls = fb.count(frame[fb.name])
+        out[fb.name] = {"kind": fb.kind, "counts": counts.tolist(), "nulls": nulls}
+    return {"rows": len(frame), "features": out}
 
 
 def profile_fingerprint(profile: Mapping[str, Any]) -> str:

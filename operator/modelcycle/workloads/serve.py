@@ -1,11 +1,13 @@
-"""`modelcycle serve`: serve one model version over the Open Inference Protocol v2 (REST).
+"""`modelcycle serve`: serve one model version over the Open Inference Protocol v2 (REST and gRPC).
 
     modelcycle serve --model-dir DIR --model-name NAME --model-version N [--port 8080]
     modelcycle serve --artifact-uri pvc://models/ns/iris/v3/model.skops --sha256 HEX --model-name iris ...
 
 The model is loaded once (sha256 checked, safe skops load); `metadata.json` is read from the same
-directory. With `--reference-profile`, live feature values are counted over the profile's bins for
-drift (`GET /v2/models/{name}/drift`, `/stats`, `/metrics`). SIGTERM or SIGINT: readiness fails at
+directory. REST listens on `--port`, gRPC (`inference.GRPCInferenceService`) on `--grpc-port`; both
+share the model, micro-batching, statistics and limits. With `--reference-profile`, live feature
+values are counted over the profile's bins for drift (`GET /v2/models/{name}/drift`, `/stats`,
+`/metrics`). SIGTERM or SIGINT: readiness fails at
 once; after `--drain-delay` seconds of still answering (a second signal cuts it short), stop
 accepting, answer the requests already received, exit 0. Endpoints and the `/stats` contract:
 docs/serving.md.
@@ -29,6 +31,7 @@ from typing import Any
 from modelcycle.errors import UserError
 
 log = logging.getLogger("modelcycle.serve")
+GRPC_PORT = 8081
 
 
 def _positive_int(text: str) -> int:
@@ -46,13 +49,23 @@ def _non_negative_int(text: str) -> int:
 
 
 LIMIT_HELP = {
-    "max_body_bytes": "largest request body accepted, also after decompression (default 16 MiB; larger: 413)",
+    "max_body_bytes": "largest request body (REST, also after decompression) or message (gRPC) accepted "
+    "(default 16 MiB; larger: 413 or RESOURCE_EXHAUSTED)",
     "max_request_line_bytes": "longest request target, path and query (default 8 KiB; longer: 414)",
     "max_header_bytes": "longest single header, name and value (default 8 KiB; longer: 431)",
     "max_headers_total_bytes": "most bytes of all headers together (default 32 KiB; more: 431)",
     "max_headers": "most header fields (default 100; more: 431)",
 }
 """One flag per field of serve_http.Limits (`--max-headers` for max_headers), defaults from it."""
+
+
+def _grpc_port(text: str) -> int | None:
+    if text == "off":
+        return None
+    try:
+        return _non_negative_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("must be a port number, 0 (any free port) or off") from exc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +86,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument(
         "--port", type=_non_negative_int, default=8080, help="port (default 8080; 0: any free)"
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=_grpc_port,
+        default=GRPC_PORT,
+        help=f"gRPC port (default {GRPC_PORT}; 0: any free; off: no gRPC)",
     )
     parser.add_argument(
         "--max-batch-size", type=_positive_int, default=64, help="most rows in one predict call (default 64)"
@@ -277,6 +296,11 @@ async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | 
         request_timeout=args.request_timeout,
         on_refused=app.refused,
     )
+    grpc_server = None
+    if args.grpc_port is not None:
+        from modelcycle.workloads.serve_grpc import GrpcServer
+
+        grpc_server = GrpcServer(app, max_message_bytes=args.max_body_bytes)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -285,16 +309,25 @@ async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | 
         port = await server.start(args.host, args.port)
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    grpc_port = None
+    if grpc_server is not None:
+        try:
+            grpc_port = await grpc_server.start(args.host, args.grpc_port)
+        except OSError as exc:
+            await server.shutdown(0)
+            raise UserError(f"cannot listen for gRPC on {args.host}:{args.grpc_port}: {exc}") from exc
     app.start()
     log.info(
-        "serving model %s version %s (sha256 %s) on http://%s:%d",
+        "serving model %s version %s (sha256 %s) on http://%s:%d%s",
         model.name,
         model.version,
         model.sha256[:12],
         args.host,
         port,
+        "" if grpc_port is None else f" and gRPC {args.host}:{grpc_port}",
     )
-    print(json.dumps({"event": "listening", "host": args.host, "port": port}), flush=True)
+    event = {"event": "listening", "host": args.host, "port": port, "grpcPort": grpc_port}
+    print(json.dumps(event), flush=True)
     await stop.wait()
     app.ready = False
     if args.drain_delay > 0:
@@ -303,7 +336,8 @@ async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), args.drain_delay)
     log.info("shutting down: answering in-flight requests")
-    clean = await server.shutdown(args.shutdown_timeout)
+    grpc_stopped = asyncio.sleep(0) if grpc_server is None else grpc_server.shutdown(args.shutdown_timeout)
+    clean, _ = await asyncio.gather(server.shutdown(args.shutdown_timeout), grpc_stopped)
     await app.close()
     if executor is not None:
         executor.shutdown(wait=True)

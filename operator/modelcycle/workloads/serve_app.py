@@ -1,7 +1,9 @@
 """The model server's endpoints, independent of the HTTP transport.
 
 `InferenceApp.handle(method, path, query, headers, body)` returns a `Response`, or a future of one
-for inference (answered when its micro-batch has run). Endpoints:
+for inference (answered when its micro-batch has run). `InferenceApp.infer` is the inference path
+of any transport (REST here, gRPC in serve_grpc.py): one model, batcher, statistics and metrics.
+Endpoints:
 
 | method | path | what |
 |---|---|---|
@@ -31,7 +33,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -80,6 +82,9 @@ LATENCY_BUCKETS = (
     5.0,
 )
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+R = TypeVar("R")
+Encoder = Callable[[InferenceRequest, NDArray[Any], NDArray[np.float64] | None], R]
+"""Turns a request's predictions (and probabilities) into the transport's answer."""
 
 
 @dataclass
@@ -451,47 +456,76 @@ class InferenceApp:
     # ------------------------------------------------------------------ inference
 
     def _infer(self, headers: Mapping[str, str], body: bytes) -> Response | asyncio.Future[Response]:
+        def decode() -> InferenceRequest:
+            encoding = headers.get("content-encoding")
+            raw = decompress(body, encoding.strip().lower(), self.max_body_bytes) if encoding else body
+            return decode_infer(raw, headers.get(HEADER_LENGTH), self.model)
+
+        return self.infer(decode, self._encode_rest, error)
+
+    def _encode_rest(
+        self, request: InferenceRequest, predictions: NDArray[Any], probabilities: NDArray[np.float64] | None
+    ) -> Response:
+        body, extra = encode_infer_response(self.model, request, predictions, probabilities)
+        return Response(200, body, OCTET if extra else JSON, extra)
+
+    def infer(
+        self,
+        decode: Callable[[], InferenceRequest],
+        encode: Encoder[R],
+        fail: Callable[[int, str], R],
+        *,
+        trickles: bool = False,
+    ) -> R | asyncio.Future[R]:
+        """One inference request of any transport: `decode` it, predict it in a micro-batch, `encode`
+        the answer. Refusals and failures are `fail(http_status, message)`. Counted in the metrics
+        and remembered for feedback the same way whatever the transport. `trickles`: see
+        `serve_batching.Job`."""
         started = time.perf_counter()
         if not self.serving:
             self._observe("server_error", started)
-            return error(503, "the model is not ready")
+            return fail(503, "the model is not ready")
         try:
-            encoding = headers.get("content-encoding")
-            if encoding:
-                body = decompress(body, encoding.strip().lower(), self.max_body_bytes)
-            request = decode_infer(body, headers.get(HEADER_LENGTH), self.model)
+            request = decode()
         except ProtocolError as exc:
             self._observe("client_error", started)
-            return error(exc.status, str(exc))
-        future: asyncio.Future[Response] = self.loop.create_future()
+            return fail(exc.status, str(exc))
+        future: asyncio.Future[R] = self.loop.create_future()
 
         def done(outcome: Outcome) -> None:
             if future.done():
                 return
-            future.set_result(self._respond(request, outcome, started))
+            future.set_result(self._respond(request, outcome, started, encode, fail))
 
-        self.batcher.submit(Job(request.x, request.rows, request.wants_proba, done))
+        self.batcher.submit(Job(request.x, request.rows, request.wants_proba, done, trickles=trickles))
         return future
 
-    def _respond(self, request: InferenceRequest, outcome: Outcome, started: float) -> Response:
+    def _respond(
+        self,
+        request: InferenceRequest,
+        outcome: Outcome,
+        started: float,
+        encode: Encoder[R],
+        fail: Callable[[int, str], R],
+    ) -> R:
         if isinstance(outcome, BaseException):
             if isinstance(outcome, ValueError | TypeError | KeyError):
                 self._observe("client_error", started)
-                return error(400, f"prediction failed: {outcome}")
+                return fail(400, f"prediction failed: {outcome}")
             log.error("predict failed", exc_info=outcome)
             self._observe("server_error", started)
-            return error(500, f"prediction failed: {type(outcome).__name__}: {outcome}")
+            return fail(500, f"prediction failed: {type(outcome).__name__}: {outcome}")
         predictions, probabilities = outcome
         try:
-            body, extra = encode_infer_response(self.model, request, predictions, probabilities)
+            answer = encode(request, predictions, probabilities)
         except Exception as exc:
             log.exception("encoding the response failed")
             self._observe("server_error", started)
-            return error(500, f"encoding the response failed: {exc}")
+            return fail(500, f"encoding the response failed: {exc}")
         if request.id is not None:
             self.feedback.remember(request.id, predictions)
         self._observe("success", started)
-        return Response(200, body, OCTET if extra else JSON, extra)
+        return answer
 
     # ------------------------------------------------------------------ drift, stats, feedback
 

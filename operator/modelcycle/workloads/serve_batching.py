@@ -27,6 +27,8 @@ Prediction = tuple[NDArray[Any], NDArray[np.float64] | None]
 Outcome = Prediction | BaseException
 PredictFn = Callable[[Any, bool], Prediction]
 BatchHook = Callable[[Any, NDArray[Any]], None]
+TRICKLE_WAIT = 0.0002
+"""Seconds the batcher waits for one more request of a trickling transport (see `Job.trickles`)."""
 
 
 @dataclass(eq=False)
@@ -38,6 +40,9 @@ class Job:
     wants_proba: bool
     done: Callable[[Outcome], None]
     arrived: float = field(default_factory=time.monotonic)
+    trickles: bool = False
+    """From a transport whose concurrent requests reach the loop one by one (gRPC: its poller
+    thread hands them over), so an empty pass of the loop does not mean no batch-mate is coming."""
 
 
 def _concat(parts: list[Any]) -> Any:
@@ -70,6 +75,7 @@ class MicroBatcher:
         self.queue: deque[Job] = deque()
         self.queued_rows = 0
         self.in_flight = 0
+        self.last_batch_jobs = 0
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -104,6 +110,13 @@ class MicroBatcher:
         while self.queued_rows < self.max_batch_size and time.monotonic() < deadline:
             seen = len(self.queue)
             await asyncio.sleep(0)
+            if len(self.queue) > seen:
+                continue
+            if not (self.queue[0].trickles and self.last_batch_jobs > 1):
+                return
+            # Under concurrent load from a trickling transport: let the loop block briefly (which
+            # also hands the GIL to the thread delivering requests), then stop if nothing came.
+            await asyncio.sleep(min(TRICKLE_WAIT, max(0.0, deadline - time.monotonic())))
             if len(self.queue) == seen:
                 return
 
@@ -129,6 +142,7 @@ class MicroBatcher:
                 continue
             await self._gather(loop)
             batch = self._take()
+            self.last_batch_jobs = len(batch)
             if self.on_dispatch is not None:
                 self.on_dispatch(len(batch), sum(j.rows for j in batch))
             self.in_flight = len(batch)

@@ -258,20 +258,32 @@ def parse_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
 
 
 def _requested_outputs(payload: Mapping[str, Any], model: ServedModel) -> list[RequestedOutput]:
-    available = [OUTPUT_PREDICT, OUTPUT_PROBA] if model.has_proba else [OUTPUT_PREDICT]
     params = payload.get("parameters")
     binary_default = bool(isinstance(params, dict) and params.get("binary_data_output") is True)
     raw = payload.get("outputs")
     if raw is None:
-        return [RequestedOutput(n, binary_default) for n in available]
+        return requested_outputs(None, model, binary_default=binary_default)
     if not isinstance(raw, list) or not raw:
         raise ProtocolError("`outputs` must be a non-empty list")
-    out: list[RequestedOutput] = []
+    named: list[tuple[Any, Any]] = []
     for item in raw:
         name = item.get("name") if isinstance(item, dict) else None
+        oparams = (item.get("parameters") or {}) if isinstance(item, dict) else {}
+        named.append((name, oparams))
+    return requested_outputs(named, model, binary_default=binary_default)
+
+
+def requested_outputs(
+    named: Sequence[tuple[Any, Any]] | None, model: ServedModel, *, binary_default: bool
+) -> list[RequestedOutput]:
+    """The outputs asked for as (name, parameters) pairs, checked against the model; None: all of them."""
+    available = [OUTPUT_PREDICT, OUTPUT_PROBA] if model.has_proba else [OUTPUT_PREDICT]
+    if named is None:
+        return [RequestedOutput(n, binary_default) for n in available]
+    out: list[RequestedOutput] = []
+    for name, oparams in named:
         if name not in available:
             raise ProtocolError(f"unknown output {name!r}; this model has {', '.join(available)}")
-        oparams = item.get("parameters") or {}
         if not isinstance(oparams, dict):
             raise ProtocolError(f"output {name!r}: `parameters` must be an object")
         if oparams.get("classification"):
@@ -299,10 +311,19 @@ def decode_infer(body: bytes, header_length: str | None, model: ServedModel) -> 
         raise ProtocolError("`id` must be a string")
     outputs = _requested_outputs(payload, model)
     inputs = payload["inputs"]
+    x, rows = model_rows([decode_tensor(t, b) for t, b in zip(inputs, binaries, strict=True)], model)
+    return InferenceRequest(x=x, rows=rows, id=request_id, outputs=outputs)
+
+
+def model_rows(tensors: Sequence[tuple[str, NDArray[Any]]], model: ServedModel) -> tuple[NDArray[Any], int]:
+    """`[N, F]` model rows and N from the decoded input tensors (of either transport).
+
+    Either one `[N, F]` numeric tensor whose name is no feature name, or one `[N]`/`[N, 1]` tensor per
+    feature.
+    """
     names = model.feature_names
-    first_name = inputs[0].get("name") if isinstance(inputs[0], dict) else None
-    if len(inputs) == 1 and first_name not in names:
-        name, arr = decode_tensor(inputs[0], binaries[0])
+    if len(tensors) == 1 and tensors[0][0] not in names:
+        name, arr = tensors[0]
         if arr.dtype == object:
             raise ProtocolError(f"input {name!r}: a [N, F] tensor must be numeric; send strings per feature")
         if arr.ndim != 2 or arr.shape[1] != model.n_features:
@@ -316,8 +337,7 @@ def decode_infer(body: bytes, header_length: str | None, model: ServedModel) -> 
         rows = arr.shape[0]
     else:
         by_name: dict[str, NDArray[Any]] = {}
-        for tensor, raw in zip(inputs, binaries, strict=True):
-            name, arr = decode_tensor(tensor, raw)
+        for name, arr in tensors:
             if name not in model.feature_names:
                 raise ProtocolError(
                     f"unknown input {name!r}; inputs are one [N, {model.n_features}] tensor or {names}"
@@ -341,13 +361,13 @@ def decode_infer(body: bytes, header_length: str | None, model: ServedModel) -> 
         rows = lengths.pop()
     if rows == 0:
         raise ProtocolError("the request has no rows")
-    return InferenceRequest(x=x, rows=rows, id=request_id, outputs=outputs)
+    return x, rows
 
 
 # --------------------------------------------------------------------------- responses
 
 
-def _binary_bytes(arr: NDArray[Any], datatype: str) -> bytes:
+def binary_bytes(arr: NDArray[Any], datatype: str) -> bytes:
     if datatype == "BYTES":
         parts: list[bytes] = []
         for item in arr.ravel():
@@ -366,6 +386,27 @@ def _json_data(arr: NDArray[Any], datatype: str) -> Any:
     return np.ascontiguousarray(arr.ravel(), dtype=NUMERIC_DTYPES[datatype])
 
 
+def output_arrays(
+    model: ServedModel,
+    request: InferenceRequest,
+    predictions: NDArray[Any],
+    probabilities: NDArray[np.float64] | None,
+) -> list[tuple[RequestedOutput, str, NDArray[Any]]]:
+    """Each requested output with its datatype and values, in the order asked for."""
+    out: list[tuple[RequestedOutput, str, NDArray[Any]]] = []
+    for requested in request.outputs:
+        if requested.name == OUTPUT_PREDICT:
+            arr, datatype = predictions, model.predict_datatype
+            if datatype == "INT64" and arr.dtype.kind not in "iu":
+                arr = arr.astype(np.int64)
+        else:
+            if probabilities is None:
+                raise RuntimeError("predict_proba requested but not computed")
+            arr, datatype = probabilities, "FP64"
+        out.append((requested, datatype, arr))
+    return out
+
+
 def encode_infer_response(
     model: ServedModel,
     request: InferenceRequest,
@@ -375,18 +416,10 @@ def encode_infer_response(
     """The response body and extra headers (the binary extension's header length)."""
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for out in request.outputs:
-        if out.name == OUTPUT_PREDICT:
-            arr, datatype = predictions, model.predict_datatype
-            if datatype == "INT64" and arr.dtype.kind not in "iu":
-                arr = arr.astype(np.int64)
-        else:
-            if probabilities is None:
-                raise RuntimeError("predict_proba requested but not computed")
-            arr, datatype = probabilities, "FP64"
+    for out, datatype, arr in output_arrays(model, request, predictions, probabilities):
         tensor: dict[str, Any] = {"name": out.name, "datatype": datatype, "shape": list(arr.shape)}
         if out.binary:
-            blob = _binary_bytes(arr, datatype)
+            blob = binary_bytes(arr, datatype)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

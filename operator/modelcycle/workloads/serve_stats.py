@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from modelcycle.workloads import drift
@@ -59,7 +60,7 @@ class LiveWindow:
         self.position = 0
         self.total_rows = 0
         self.lock = threading.Lock()
-        numeric = [i for i, c in enumerate(self.columns) if c.bins.kind == "numeric"]
+        numeric = [i for i, c in enumerate(self.columns) if c.bins.kind == "numeric" and c.index >= 0]
         self._numeric = np.asarray(numeric, dtype=np.int64)
         self._numeric_src = np.asarray([self.columns[i].index for i in numeric], dtype=np.int64)
         longest = max((self.columns[i].bins.edges.size for i in numeric), default=0)
@@ -69,21 +70,48 @@ class LiveWindow:
             e = self.columns[i].bins.edges
             self._edges[row, : e.size] = e
         self._null_bin = np.asarray([self.columns[i].bins.bins for i in numeric], dtype=np.int64)
+        # Categorical input columns, binned together when a batch holds their values as strings: the
+        # labels of all their categories, and per label (and for unseen, null) each column's bin.
+        categorical = [i for i, c in enumerate(self.columns) if c.bins.kind == "categorical" and c.index >= 0]
+        self._categorical = np.asarray(categorical, dtype=np.int64)
+        self._categorical_src = np.asarray([self.columns[i].index for i in categorical], dtype=np.int64)
+        indexes = [self.columns[i].bins.index for i in categorical]
+        labels = sorted({label for index in indexes for label in index.positions})
+        self._label_rows = {label: row for row, label in enumerate(labels)}
+        # rows: the labels, then unseen, then null
+        self._label_bins = np.zeros((len(labels) + 2, len(indexes)), dtype=np.int64)
+        for j, index in enumerate(indexes):
+            self._label_bins[:, j] = np.insert(index.of_labels(labels, len(labels)), len(labels), index.size)
+
+    def _bin_strings(self, block: NDArray[Any]) -> NDArray[np.int64] | None:
+        """Bins of the categorical columns of an object batch, if they all hold strings (or nulls)."""
+        if pd.api.types.infer_dtype(block.ravel(), skipna=True) != "string":
+            return None
+        codes, uniques = pd.factorize(block.ravel(), use_na_sentinel=True)
+        unseen = len(self._label_rows)
+        rows = np.fromiter((self._label_rows.get(u, unseen) for u in uniques), np.int64, len(uniques))
+        rows = np.append(rows, unseen + 1)[codes].reshape(block.shape)  # code -1 (null): the last row
+        return self._label_bins[rows, np.arange(block.shape[1])[None, :]]
 
     def bin_rows(self, x: Any, predictions: NDArray[Any] | None) -> NDArray[np.int32]:
         """Flat bin indices `[N, columns]` of a batch (model input rows and their predictions)."""
         n = len(x)
         out = np.empty((n, len(self.columns)), dtype=np.int64)
-        if self._numeric.size and isinstance(x, np.ndarray) and x.dtype.kind == "f":
-            values = x[:, self._numeric_src]
+        done: set[int] = set()
+        if self._numeric.size and isinstance(x, np.ndarray) and x.dtype.kind in "fO":
+            # numbers (an object batch holds Python floats there), as np.asarray(column, float64) does
+            values = x[:, self._numeric_src].astype(np.float64, copy=False)
             idx = (self._edges[None, :, :] < values[:, :, None]).sum(axis=2)
             nan = np.isnan(values)
             if nan.any():
                 idx = np.where(nan, self._null_bin[None, :], idx)
             out[:, self._numeric] = idx
-            done = set(self._numeric.tolist())
-        else:
-            done = set()
+            done.update(self._numeric.tolist())
+        if self._categorical.size and isinstance(x, np.ndarray) and x.dtype.kind == "O":
+            strings = self._bin_strings(x[:, self._categorical_src])
+            if strings is not None:
+                out[:, self._categorical] = strings
+                done.update(self._categorical.tolist())
         for i, column in enumerate(self.columns):
             if i in done:
                 continue
