@@ -18,6 +18,7 @@ from modelcycle import __version__, errors
 COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("modelcycle.controllers.main", "run the operator (all namespaces or a list)"),
     "crds": ("modelcycle.api.crdgen", "generate or check the CRD YAML from the pydantic models"),
+    "check": ("modelcycle.check", "validate manifests offline as the API server would"),
     "data": ("modelcycle.workloads.data", "snapshot, validate and profile a Dataset"),
     "train": ("modelcycle.workloads.train", "train a model from a TrainingRun spec"),
     "validate": ("modelcycle.workloads.validate", "verify, evaluate and gate a ModelVersion"),

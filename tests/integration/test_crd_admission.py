@@ -15,16 +15,19 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modelcycle import GROUP, VERSION
+from modelcycle.api.admission import names_field
 from support import malformed_cases as cases
-from support.schema_validation import names_field
 
 EXAMPLES = cases.load_examples()
 
 
-def _create(api: client.ApiClient, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+def _create(
+    api: client.ApiClient, namespace: str, obj: dict[str, Any], *, validation: str = "Strict"
+) -> dict[str, Any]:
+    # Strict field validation, as `kubectl apply` asks for: an unknown field is refused, not pruned.
     plural = cases.PLURALS[obj["kind"]]
     created = client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, plural, obj
+        GROUP, VERSION, namespace, plural, obj, field_validation=validation
     )
     return cast(dict[str, Any], created)
 
@@ -93,9 +96,11 @@ def test_modelversion_label_change_is_admitted(api_client: client.ApiClient, nam
     assert _replace(api_client, namespace, new)["metadata"]["labels"] == new["metadata"]["labels"]
 
 
-def test_unknown_spec_field_is_pruned_not_refused(api_client: client.ApiClient, namespace: str) -> None:
-    # Why no malformed case relies on an unknown field: the server drops it (with a warning).
+def test_unknown_spec_field_is_pruned_without_strict_validation(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    # Without strict field validation (a plain API request) the server drops it silently.
     obj = cases.with_changes(cases.BASES["Dataset"], "typo", {"spec.refreshSecond": 60})
-    created = _create(api_client, namespace, obj)
+    created = _create(api_client, namespace, obj, validation="Ignore")
     assert "refreshSecond" not in created["spec"]
     assert created["spec"]["source"] == obj["spec"]["source"]

@@ -5,8 +5,9 @@ tests/integration/test_crd_admission.py sends the very same objects to a real AP
 refused object differs from a minimal valid one in exactly one place, and names the field the
 refusal must blame, as the API server spells it (`spec.schema[0].type`).
 
-Unknown fields are deliberately absent: the API server prunes them instead of refusing them (the
-pydantic models refuse them, which tests/unit/test_api_models.py checks).
+Each malformed object also has a valid twin (the same changes with the one value put right) that
+both must accept. Unknown fields are refused only under strict field validation, which is what
+`kubectl apply` and `modelcycle check` use; a plain API request has them pruned instead.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class MalformedCase(NamedTuple):
     object: Manifest
     field: str
     """The field the refusal must name, as the API server writes it: `spec.strategy.canary.weight`."""
+    twin: Manifest
+    """The same object with that one field put right: it must be accepted."""
 
 
 class ValidCase(NamedTuple):
@@ -113,252 +116,758 @@ def with_changes(base: Manifest, name: str, changes: dict[str, Any]) -> Manifest
     return obj
 
 
-def _bad(ident: str, kind: str, field: str, **changes: Any) -> MalformedCase:
+def _dotted(changes: dict[str, Any]) -> dict[str, Any]:
     # Keyword names cannot hold dots: `spec__source__url` means `spec.source.url`.
-    dotted = {key.replace("__", "."): value for key, value in changes.items()}
-    return MalformedCase(ident, kind, with_changes(BASES[kind], ident, dotted), field)
+    return {key.replace("__", "."): value for key, value in changes.items()}
+
+
+def _case(ident: str, kind: str, field: str, *, bad: dict[str, Any], good: dict[str, Any]) -> MalformedCase:
+    """A malformed object and its valid twin: the same changes to the base, one value put right."""
+    return MalformedCase(
+        ident,
+        kind,
+        with_changes(BASES[kind], ident, _dotted(bad)),
+        field,
+        with_changes(BASES[kind], f"{ident}-twin", _dotted(good)),
+    )
 
 
 def _good(ident: str, kind: str, **changes: Any) -> ValidCase:
-    dotted = {key.replace("__", "."): value for key, value in changes.items()}
-    return ValidCase(ident, kind, with_changes(BASES[kind], ident, dotted))
+    return ValidCase(ident, kind, with_changes(BASES[kind], ident, _dotted(changes)))
 
+
+_S3 = "s3://data/iris.csv"
+_PVC = {"claimName": "data", "path": "iris/iris.csv"}
+_CM = {"name": "iris-csv", "key": "iris.csv"}
+_SHA = "ab" * 32
 
 MALFORMED: list[MalformedCase] = [
-    # --- Dataset ---------------------------------------------------------------------------
-    _bad("dataset-without-spec", "Dataset", "spec", spec=_DELETE),
-    _bad("dataset-without-source", "Dataset", "spec.source", spec__source=_DELETE),
-    _bad("dataset-empty-source", "Dataset", "spec.source", spec__source={}),
-    _bad(
+    # --- Dataset: required fields and the one source ---------------------------------------
+    _case("dataset-without-spec", "Dataset", "spec", bad={"spec": _DELETE}, good={}),
+    _case("dataset-without-source", "Dataset", "spec.source", bad={"spec__source": _DELETE}, good={}),
+    _case(
+        "dataset-empty-source",
+        "Dataset",
+        "spec.source",
+        bad={"spec__source": {}},
+        good={"spec__source": {"builtin": {"name": "wine"}}},
+    ),
+    _case(
         "dataset-two-sources",
         "Dataset",
         "spec.source",
-        spec__source={"builtin": {"name": "iris"}, "url": "https://example.com/iris.csv"},
+        bad={"spec__source": {"builtin": {"name": "iris"}, "url": "https://example.com/iris.csv"}},
+        good={"spec__source": {"url": "https://example.com/iris.csv"}},
     ),
-    _bad(
+    _case(
         "dataset-builtin-not-in-enum",
         "Dataset",
         "spec.source.builtin.name",
-        spec__source__builtin__name="mnist",
+        bad={"spec__source__builtin__name": "mnist"},
+        good={"spec__source__builtin__name": "digits"},
     ),
-    _bad(
+    # --- Dataset: URLs and URIs -------------------------------------------------------------
+    _case(
         "dataset-url-not-http",
         "Dataset",
         "spec.source.url",
-        spec__source={"url": "ftp://example.com/iris.csv"},
+        bad={"spec__source": {"url": "ftp://example.com/iris.csv"}},
+        good={"spec__source": {"url": "https://example.com/iris.csv"}},
     ),
-    _bad(
+    _case(
+        "dataset-url-too-long",
+        "Dataset",
+        "spec.source.url",
+        bad={"spec__source": {"url": "https://example.com/" + "a" * 2100}},
+        good={"spec__source": {"url": "https://example.com/" + "a" * 2000}},
+    ),
+    _case(
         "dataset-s3-uri-malformed",
         "Dataset",
         "spec.source.s3.uri",
-        spec__source={"s3": {"uri": "s3:/data/iris.csv"}},
+        bad={"spec__source": {"s3": {"uri": "s3:/data/iris.csv"}}},
+        good={"spec__source": {"s3": {"uri": _S3}}},
     ),
-    _bad(
+    _case(
         "dataset-s3-endpoint-not-http",
         "Dataset",
         "spec.source.s3.endpoint",
-        spec__source={"s3": {"uri": "s3://data/iris.csv", "endpoint": "minio:9000"}},
+        bad={"spec__source": {"s3": {"uri": _S3, "endpoint": "minio:9000"}}},
+        good={"spec__source": {"s3": {"uri": _S3, "endpoint": "http://minio:9000"}}},
     ),
-    _bad(
+    _case(
+        "dataset-s3-secret-ref-underscore",
+        "Dataset",
+        "spec.source.s3.secretRef.name",
+        bad={"spec__source": {"s3": {"uri": _S3, "secretRef": {"name": "s3_creds"}}}},
+        good={"spec__source": {"s3": {"uri": _S3, "secretRef": {"name": "s3-creds"}}}},
+    ),
+    # --- Dataset: names and paths inside volumes --------------------------------------------
+    _case(
+        "dataset-pvc-claim-name-dotdot",
+        "Dataset",
+        "spec.source.pvc.claimName",
+        bad={"spec__source": {"pvc": {**_PVC, "claimName": ".."}}},
+        good={"spec__source": {"pvc": _PVC}},
+    ),
+    _case(
+        "dataset-pvc-claim-name-not-dns",
+        "Dataset",
+        "spec.source.pvc.claimName",
+        bad={"spec__source": {"pvc": {**_PVC, "claimName": "Iris_Data"}}},
+        good={"spec__source": {"pvc": {**_PVC, "claimName": "iris-data"}}},
+    ),
+    _case(
+        "dataset-pvc-claim-name-too-long",
+        "Dataset",
+        "spec.source.pvc.claimName",
+        bad={"spec__source": {"pvc": {**_PVC, "claimName": "a" * 254}}},
+        good={"spec__source": {"pvc": {**_PVC, "claimName": "a" * 253}}},
+    ),
+    _case(
         "dataset-pvc-absolute-path",
         "Dataset",
         "spec.source.pvc.path",
-        spec__source={"pvc": {"claimName": "data", "path": "/iris.csv"}},
+        bad={"spec__source": {"pvc": {**_PVC, "path": "/iris.csv"}}},
+        good={"spec__source": {"pvc": {**_PVC, "path": "iris.csv"}}},
     ),
-    _bad("dataset-format-xlsx", "Dataset", "spec.format", spec__format="xlsx"),
-    _bad("dataset-features-empty", "Dataset", "spec.features", spec__features=[]),
-    _bad(
+    _case(
+        "dataset-pvc-path-climbs-out",
+        "Dataset",
+        "spec.source.pvc.path",
+        bad={"spec__source": {"pvc": {**_PVC, "path": "../../etc/passwd"}}},
+        good={"spec__source": {"pvc": {**_PVC, "path": "etc/passwd"}}},
+    ),
+    _case(
+        "dataset-pvc-path-dotdot-inside",
+        "Dataset",
+        "spec.source.pvc.path",
+        bad={"spec__source": {"pvc": {**_PVC, "path": "iris/../../x.csv"}}},
+        good={"spec__source": {"pvc": {**_PVC, "path": "iris/..x/x.csv"}}},
+    ),
+    _case(
+        "dataset-pvc-path-empty-segment",
+        "Dataset",
+        "spec.source.pvc.path",
+        bad={"spec__source": {"pvc": {**_PVC, "path": "iris//iris.csv"}}},
+        good={"spec__source": {"pvc": {**_PVC, "path": "iris/.iris.csv"}}},
+    ),
+    _case(
+        "dataset-configmap-name-dotdot",
+        "Dataset",
+        "spec.source.configMap.name",
+        bad={"spec__source": {"configMap": {**_CM, "name": ".."}}},
+        good={"spec__source": {"configMap": _CM}},
+    ),
+    _case(
+        "dataset-configmap-name-uppercase",
+        "Dataset",
+        "spec.source.configMap.name",
+        bad={"spec__source": {"configMap": {**_CM, "name": "Iris"}}},
+        good={"spec__source": {"configMap": {**_CM, "name": "iris"}}},
+    ),
+    _case(
+        "dataset-configmap-key-dotdot",
+        "Dataset",
+        "spec.source.configMap.key",
+        bad={"spec__source": {"configMap": {**_CM, "key": ".."}}},
+        good={"spec__source": {"configMap": {**_CM, "key": ".iris"}}},
+    ),
+    _case(
+        "dataset-configmap-key-with-slash",
+        "Dataset",
+        "spec.source.configMap.key",
+        bad={"spec__source": {"configMap": {**_CM, "key": "../iris.csv"}}},
+        good={"spec__source": {"configMap": {**_CM, "key": "iris..csv"}}},
+    ),
+    # --- Dataset: columns, bounds and types ---------------------------------------------------
+    _case(
+        "dataset-format-xlsx",
+        "Dataset",
+        "spec.format",
+        bad={"spec__format": "xlsx"},
+        good={"spec__format": "parquet"},
+    ),
+    _case(
+        "dataset-features-empty",
+        "Dataset",
+        "spec.features",
+        bad={"spec__features": []},
+        good={"spec__features": ["sepal length (cm)"]},
+    ),
+    _case(
+        "dataset-features-too-many",
+        "Dataset",
+        "spec.features",
+        bad={"spec__features": [f"f{i}" for i in range(1025)]},
+        good={"spec__features": [f"f{i}" for i in range(1024)]},
+    ),
+    _case(
+        "dataset-feature-name-too-long",
+        "Dataset",
+        "spec.features[0]",
+        bad={"spec__features": ["f" * 257]},
+        good={"spec__features": ["f" * 256]},
+    ),
+    _case(
+        "dataset-target-too-long",
+        "Dataset",
+        "spec.target",
+        bad={"spec__target": "t" * 257},
+        good={"spec__target": "t" * 256},
+    ),
+    _case(
         "dataset-column-type-unknown",
         "Dataset",
         "spec.schema[0].type",
-        spec__schema=[{"name": "sepal length (cm)", "type": "float64"}],
+        bad={"spec__schema": [{"name": "sepal length (cm)", "type": "float64"}]},
+        good={"spec__schema": [{"name": "sepal length (cm)", "type": "number"}]},
     ),
-    _bad("dataset-column-without-name", "Dataset", "spec.schema[0].name", spec__schema=[{"type": "number"}]),
-    _bad("dataset-min-rows-zero", "Dataset", "spec.validation.minRows", spec__validation={"minRows": 0}),
-    _bad(
+    _case(
+        "dataset-column-without-name",
+        "Dataset",
+        "spec.schema[0].name",
+        bad={"spec__schema": [{"type": "number"}]},
+        good={"spec__schema": [{"name": "x", "type": "number"}]},
+    ),
+    _case(
+        "dataset-column-nullable-yes",
+        "Dataset",
+        "spec.schema[0].nullable",
+        bad={"spec__schema": [{"name": "x", "nullable": "yes"}]},
+        good={"spec__schema": [{"name": "x", "nullable": True}]},
+    ),
+    _case(
+        "dataset-min-rows-zero",
+        "Dataset",
+        "spec.validation.minRows",
+        bad={"spec__validation": {"minRows": 0}},
+        good={"spec__validation": {"minRows": 1}},
+    ),
+    _case(
+        "dataset-min-rows-string",
+        "Dataset",
+        "spec.validation.minRows",
+        bad={"spec__validation": {"minRows": "100"}},
+        good={"spec__validation": {"minRows": 100}},
+    ),
+    _case(
         "dataset-max-null-fraction-2",
         "Dataset",
         "spec.validation.maxNullFraction",
-        spec__validation={"maxNullFraction": 2},
+        bad={"spec__validation": {"maxNullFraction": 2}},
+        good={"spec__validation": {"maxNullFraction": 1}},
     ),
-    _bad("dataset-refresh-negative", "Dataset", "spec.refreshSeconds", spec__refreshSeconds=-60),
-    _bad("dataset-refresh-below-60", "Dataset", "spec.refreshSeconds", spec__refreshSeconds=30),
-    # --- TrainingRun -----------------------------------------------------------------------
-    _bad("trainingrun-without-dataset-ref", "TrainingRun", "spec.datasetRef", spec__datasetRef=_DELETE),
-    _bad("trainingrun-without-estimator", "TrainingRun", "spec.estimator", spec__estimator=_DELETE),
-    _bad("trainingrun-model-name-uppercase", "TrainingRun", "spec.model.name", spec__model__name="Iris"),
-    _bad(
-        "trainingrun-model-name-underscore", "TrainingRun", "spec.model.name", spec__model__name="iris_logreg"
+    _case(
+        "dataset-refresh-negative",
+        "Dataset",
+        "spec.refreshSeconds",
+        bad={"spec__refreshSeconds": -60},
+        good={"spec__refreshSeconds": 600},
     ),
-    _bad("trainingrun-model-name-too-long", "TrainingRun", "spec.model.name", spec__model__name="m" * 41),
-    _bad(
+    _case(
+        "dataset-refresh-below-60",
+        "Dataset",
+        "spec.refreshSeconds",
+        bad={"spec__refreshSeconds": 30},
+        good={"spec__refreshSeconds": 60},
+    ),
+    _case(
+        "dataset-unknown-spec-field",
+        "Dataset",
+        "spec.refreshSecond",
+        bad={"spec__refreshSecond": 60},
+        good={"spec__refreshSeconds": 60},
+    ),
+    _case(
+        "dataset-unknown-source-field",
+        "Dataset",
+        "spec.source.builtin.version",
+        bad={"spec__source__builtin__version": 2},
+        good={"spec__source__builtin__name": "iris"},
+    ),
+    # --- metadata -----------------------------------------------------------------------------
+    _case(
+        "dataset-name-not-dns",
+        "Dataset",
+        "metadata.name",
+        bad={"metadata__name": "Iris_Data"},
+        good={"metadata__name": "iris-data"},
+    ),
+    _case(
+        "modelmonitor-name-too-long",
+        "ModelMonitor",
+        "metadata.name",
+        bad={"metadata__name": "m" * 254},
+        good={"metadata__name": "m" * 253},
+    ),
+    # --- TrainingRun --------------------------------------------------------------------------
+    _case(
+        "trainingrun-without-dataset-ref",
+        "TrainingRun",
+        "spec.datasetRef",
+        bad={"spec__datasetRef": _DELETE},
+        good={},
+    ),
+    _case(
+        "trainingrun-dataset-ref-not-dns",
+        "TrainingRun",
+        "spec.datasetRef.name",
+        bad={"spec__datasetRef__name": "iris_prod"},
+        good={"spec__datasetRef__name": "iris-prod"},
+    ),
+    _case(
+        "trainingrun-dataset-ref-empty",
+        "TrainingRun",
+        "spec.datasetRef.name",
+        bad={"spec__datasetRef__name": ""},
+        good={"spec__datasetRef__name": "i"},
+    ),
+    _case(
+        "trainingrun-without-estimator",
+        "TrainingRun",
+        "spec.estimator",
+        bad={"spec__estimator": _DELETE},
+        good={},
+    ),
+    _case(
+        "trainingrun-model-name-uppercase",
+        "TrainingRun",
+        "spec.model.name",
+        bad={"spec__model__name": "Iris"},
+        good={"spec__model__name": "iris"},
+    ),
+    _case(
+        "trainingrun-model-name-underscore",
+        "TrainingRun",
+        "spec.model.name",
+        bad={"spec__model__name": "iris_logreg"},
+        good={"spec__model__name": "iris-logreg"},
+    ),
+    _case(
+        "trainingrun-model-name-too-long",
+        "TrainingRun",
+        "spec.model.name",
+        bad={"spec__model__name": "m" * 41},
+        good={"spec__model__name": "m" * 40},
+    ),
+    _case(
         "trainingrun-estimator-class-not-import-path",
         "TrainingRun",
         "spec.estimator.class",
-        spec__estimator__class="LogisticRegression",
+        bad={"spec__estimator__class": "LogisticRegression"},
+        good={"spec__estimator__class": "sklearn.svm.SVC"},
     ),
-    _bad(
+    _case(
+        "trainingrun-unknown-estimator-field",
+        "TrainingRun",
+        "spec.estimator.parameters",
+        bad={"spec__estimator__parameters": {"C": 1}},
+        good={"spec__estimator__params": {"C": 1}},
+    ),
+    _case(
         "trainingrun-preprocessing-step-unknown",
         "TrainingRun",
         "spec.preprocessing[0].type",
-        spec__preprocessing=[{"type": "pca"}],
+        bad={"spec__preprocessing": [{"type": "pca"}]},
+        good={"spec__preprocessing": [{"type": "standardScaler"}]},
     ),
-    _bad(
+    _case(
+        "trainingrun-preprocessing-too-many",
+        "TrainingRun",
+        "spec.preprocessing",
+        bad={"spec__preprocessing": [{"type": "standardScaler"}] * 33},
+        good={"spec__preprocessing": [{"type": "standardScaler"}] * 32},
+    ),
+    _case(
         "trainingrun-test-fraction-1-5",
         "TrainingRun",
         "spec.split.testFraction",
-        spec__split={"testFraction": 1.5},
+        bad={"spec__split": {"testFraction": 1.5}},
+        good={"spec__split": {"testFraction": 0.5}},
     ),
     # 0 is excluded (exclusiveMinimum): an empty holdout set cannot be evaluated.
-    _bad(
+    _case(
         "trainingrun-test-fraction-zero",
         "TrainingRun",
         "spec.split.testFraction",
-        spec__split={"testFraction": 0},
+        bad={"spec__split": {"testFraction": 0}},
+        good={"spec__split": {"testFraction": 0.01}},
     ),
-    _bad(
+    _case(
+        "trainingrun-stratify-yes",
+        "TrainingRun",
+        "spec.split.stratify",
+        bad={"spec__split": {"stratify": "yes"}},
+        good={"spec__split": {"stratify": True}},
+    ),
+    _case(
         "trainingrun-search-one-fold",
         "TrainingRun",
         "spec.search.folds",
-        spec__search={"params": {"C": [1]}, "folds": 1},
+        bad={"spec__search": {"params": {"C": [1]}, "folds": 1}},
+        good={"spec__search": {"params": {"C": [1]}, "folds": 2}},
     ),
-    _bad(
+    _case(
         "trainingrun-search-type-bayes",
         "TrainingRun",
         "spec.search.type",
-        spec__search={"type": "bayes", "params": {}},
+        bad={"spec__search": {"type": "bayes", "params": {}}},
+        good={"spec__search": {"type": "random", "params": {}}},
     ),
-    _bad(
+    _case(
         "trainingrun-search-without-params",
         "TrainingRun",
         "spec.search.params",
-        spec__search={"type": "grid"},
+        bad={"spec__search": {"type": "grid"}},
+        good={"spec__search": {"type": "grid", "params": {}}},
     ),
-    _bad(
+    _case(
         "trainingrun-tolerance-negative",
         "TrainingRun",
         "spec.gates.mustBeatProduction.tolerance",
-        spec__gates={"mustBeatProduction": {"metric": "accuracy", "tolerance": -0.1}},
+        bad={"spec__gates": {"mustBeatProduction": {"metric": "accuracy", "tolerance": -0.1}}},
+        good={"spec__gates": {"mustBeatProduction": {"metric": "accuracy", "tolerance": 0.1}}},
     ),
-    _bad("trainingrun-backoff-limit-negative", "TrainingRun", "spec.backoffLimit", spec__backoffLimit=-1),
-    _bad(
+    _case(
+        "trainingrun-backoff-limit-negative",
+        "TrainingRun",
+        "spec.backoffLimit",
+        bad={"spec__backoffLimit": -1},
+        good={"spec__backoffLimit": 0},
+    ),
+    _case(
+        "trainingrun-backoff-limit-string",
+        "TrainingRun",
+        "spec.backoffLimit",
+        bad={"spec__backoffLimit": "2"},
+        good={"spec__backoffLimit": 2},
+    ),
+    _case(
         "trainingrun-deadline-too-short",
         "TrainingRun",
         "spec.activeDeadlineSeconds",
-        spec__activeDeadlineSeconds=5,
+        bad={"spec__activeDeadlineSeconds": 5},
+        good={"spec__activeDeadlineSeconds": 30},
     ),
-    # --- ModelVersion ----------------------------------------------------------------------
-    _bad(
+    _case(
+        "trainingrun-image-too-long",
+        "TrainingRun",
+        "spec.image",
+        bad={"spec__image": "registry.example.com/" + "i" * 1100},
+        good={"spec__image": "registry.example.com/" + "i" * 1000},
+    ),
+    _case(
+        "trainingrun-image-with-space",
+        "TrainingRun",
+        "spec.image",
+        bad={"spec__image": "modelcycle/workload:0.1 --privileged"},
+        good={"spec__image": "modelcycle/workload:0.1"},
+    ),
+    _case(
+        "trainingrun-memory-512mb",
+        "TrainingRun",
+        "spec.resources.requests.memory",
+        bad={"spec__resources": {"requests": {"memory": "512MB"}}},
+        good={"spec__resources": {"requests": {"memory": "512M"}}},
+    ),
+    _case(
+        "trainingrun-cpu-lots",
+        "TrainingRun",
+        "spec.resources.limits.cpu",
+        bad={"spec__resources": {"limits": {"cpu": "lots"}}},
+        good={"spec__resources": {"limits": {"cpu": "1500m"}}},
+    ),
+    _case(
+        "trainingrun-cpu-negative",
+        "TrainingRun",
+        "spec.resources.limits.cpu",
+        bad={"spec__resources": {"limits": {"cpu": "-1"}}},
+        good={"spec__resources": {"limits": {"cpu": 1}}},
+    ),
+    # --- ModelVersion -------------------------------------------------------------------------
+    _case(
         "modelversion-sha256-too-short",
         "ModelVersion",
         "spec.artifact.sha256",
-        spec__artifact__sha256="abc123",
+        bad={"spec__artifact__sha256": "abc123"},
+        good={"spec__artifact__sha256": "cd" * 32},
     ),
-    _bad(
+    _case(
         "modelversion-sha256-uppercase",
         "ModelVersion",
         "spec.artifact.sha256",
-        spec__artifact__sha256="AB" * 32,
+        bad={"spec__artifact__sha256": "AB" * 32},
+        good={"spec__artifact__sha256": "ab" * 32},
     ),
-    _bad(
+    _case(
         "modelversion-sha256-not-hex",
         "ModelVersion",
         "spec.artifact.sha256",
-        spec__artifact__sha256="zz" * 32,
+        bad={"spec__artifact__sha256": "zz" * 32},
+        good={"spec__artifact__sha256": "ef" * 32},
     ),
-    _bad(
-        "modelversion-format-pickle", "ModelVersion", "spec.artifact.format", spec__artifact__format="pickle"
+    _case(
+        "modelversion-format-pickle",
+        "ModelVersion",
+        "spec.artifact.format",
+        bad={"spec__artifact__format": "pickle"},
+        good={"spec__artifact__format": "skops"},
     ),
-    _bad(
+    _case(
         "modelversion-uri-http",
         "ModelVersion",
         "spec.artifact.uri",
-        spec__artifact__uri="https://example.com/model.skops",
+        bad={"spec__artifact__uri": "https://example.com/model.skops"},
+        good={"spec__artifact__uri": "s3://models/iris/v1/model.skops"},
     ),
-    _bad("modelversion-version-zero", "ModelVersion", "spec.version", spec__version=0),
-    _bad("modelversion-without-artifact", "ModelVersion", "spec.artifact", spec__artifact=_DELETE),
-    _bad("modelversion-model-name-underscore", "ModelVersion", "spec.model", spec__model="iris_v2"),
-    # --- ModelDeployment -------------------------------------------------------------------
-    _bad("modeldeployment-replicas-negative", "ModelDeployment", "spec.replicas", spec__replicas=-1),
-    _bad(
+    _case(
+        "modelversion-uri-climbs-out",
+        "ModelVersion",
+        "spec.artifact.uri",
+        bad={"spec__artifact__uri": "pvc://models/../../etc/passwd"},
+        good={"spec__artifact__uri": "pvc://models/etc/passwd"},
+    ),
+    _case(
+        "modelversion-uri-absolute-on-the-volume",
+        "ModelVersion",
+        "spec.artifact.uri",
+        bad={"spec__artifact__uri": "pvc:///etc/model.skops"},
+        good={"spec__artifact__uri": "file:///etc/model.skops"},
+    ),
+    _case(
+        "modelversion-s3-uri-dotdot",
+        "ModelVersion",
+        "spec.artifact.uri",
+        bad={"spec__artifact__uri": "s3://models/../other/model.skops"},
+        good={"spec__artifact__uri": "s3://models/other/model.skops"},
+    ),
+    _case(
+        "modelversion-lineage-dataset-uri-dotdot",
+        "ModelVersion",
+        "spec.lineage.datasetUri",
+        bad={"spec__lineage": {"datasetUri": "pvc://datasets/../../x/data.parquet"}},
+        good={"spec__lineage": {"datasetUri": "pvc://datasets/x/data.parquet"}},
+    ),
+    _case(
+        "modelversion-lineage-run-not-dns",
+        "ModelVersion",
+        "spec.lineage.trainingRun",
+        bad={"spec__lineage": {"trainingRun": "Iris_Run"}},
+        good={"spec__lineage": {"trainingRun": "iris-run"}},
+    ),
+    _case(
+        "modelversion-version-zero",
+        "ModelVersion",
+        "spec.version",
+        bad={"spec__version": 0},
+        good={"spec__version": 2},
+    ),
+    _case(
+        "modelversion-version-string",
+        "ModelVersion",
+        "spec.version",
+        bad={"spec__version": "3"},
+        good={"spec__version": 3},
+    ),
+    _case(
+        "modelversion-without-artifact",
+        "ModelVersion",
+        "spec.artifact",
+        bad={"spec__artifact": _DELETE},
+        good={},
+    ),
+    _case(
+        "modelversion-model-name-underscore",
+        "ModelVersion",
+        "spec.model",
+        bad={"spec__model": "iris_v2"},
+        good={"spec__model": "iris-v2"},
+    ),
+    # --- ModelDeployment ----------------------------------------------------------------------
+    _case(
+        "modeldeployment-replicas-negative",
+        "ModelDeployment",
+        "spec.replicas",
+        bad={"spec__replicas": -1},
+        good={"spec__replicas": 0},
+    ),
+    _case(
+        "modeldeployment-replicas-string",
+        "ModelDeployment",
+        "spec.replicas",
+        bad={"spec__replicas": "100"},
+        good={"spec__replicas": 100},
+    ),
+    _case(
         "modeldeployment-canary-weight-150",
         "ModelDeployment",
         "spec.strategy.canary.weight",
-        spec__strategy={"type": "Canary", "canary": {"weight": 150}},
+        bad={"spec__strategy": {"type": "Canary", "canary": {"weight": 150}}},
+        good={"spec__strategy": {"type": "Canary", "canary": {"weight": 50}}},
     ),
-    _bad(
+    _case(
         "modeldeployment-canary-settings-with-rolling",
         "ModelDeployment",
-        "spec.strategy",
-        spec__strategy={"type": "Rolling", "canary": {"weight": 20}},
+        "spec.strategy.canary",
+        bad={"spec__strategy": {"type": "Rolling", "canary": {"weight": 20}}},
+        good={"spec__strategy": {"type": "Canary", "canary": {"weight": 20}}},
     ),
     # No type means Rolling, so canary settings are just as wrong.
-    _bad(
+    _case(
         "modeldeployment-canary-settings-without-type",
         "ModelDeployment",
-        "spec.strategy",
-        spec__strategy={"canary": {"weight": 20}},
+        "spec.strategy.canary",
+        bad={"spec__strategy": {"canary": {"weight": 20}}},
+        good={"spec__strategy": {"type": "Canary", "canary": {"weight": 20}}},
     ),
-    _bad(
+    _case(
         "modeldeployment-strategy-bluegreen",
         "ModelDeployment",
         "spec.strategy.type",
-        spec__strategy={"type": "BlueGreen"},
+        bad={"spec__strategy": {"type": "BlueGreen"}},
+        good={"spec__strategy": {"type": "Rolling"}},
     ),
-    _bad("modeldeployment-version-newest", "ModelDeployment", "spec.version", spec__version="newest"),
-    _bad("modeldeployment-version-zero", "ModelDeployment", "spec.version", spec__version=0),
-    _bad("modeldeployment-version-negative", "ModelDeployment", "spec.version", spec__version=-3),
-    _bad(
+    _case(
+        "modeldeployment-version-newest",
+        "ModelDeployment",
+        "spec.version",
+        bad={"spec__version": "newest"},
+        good={"spec__version": "latest"},
+    ),
+    _case(
+        "modeldeployment-version-zero",
+        "ModelDeployment",
+        "spec.version",
+        bad={"spec__version": 0},
+        good={"spec__version": 1},
+    ),
+    _case(
+        "modeldeployment-version-negative",
+        "ModelDeployment",
+        "spec.version",
+        bad={"spec__version": -3},
+        good={"spec__version": 3},
+    ),
+    _case(
         "modeldeployment-autoscaling-min-above-max",
         "ModelDeployment",
-        "spec.autoscaling",
-        spec__autoscaling={"minReplicas": 5, "maxReplicas": 2},
+        "spec.autoscaling.minReplicas",
+        bad={"spec__autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        good={"spec__autoscaling": {"minReplicas": 2, "maxReplicas": 2}},
     ),
-    _bad(
+    _case(
         "modeldeployment-autoscaling-without-max",
         "ModelDeployment",
         "spec.autoscaling.maxReplicas",
-        spec__autoscaling={"minReplicas": 2},
+        bad={"spec__autoscaling": {"minReplicas": 2}},
+        good={"spec__autoscaling": {"minReplicas": 2, "maxReplicas": 4}},
     ),
-    _bad("modeldeployment-model-uppercase", "ModelDeployment", "spec.model", spec__model="Iris"),
-    _bad("modeldeployment-without-model", "ModelDeployment", "spec.model", spec__model=_DELETE),
-    # --- ModelMonitor ----------------------------------------------------------------------
-    _bad(
+    _case(
+        "modeldeployment-model-uppercase",
+        "ModelDeployment",
+        "spec.model",
+        bad={"spec__model": "Iris"},
+        good={"spec__model": "iris"},
+    ),
+    _case(
+        "modeldeployment-without-model",
+        "ModelDeployment",
+        "spec.model",
+        bad={"spec__model": _DELETE},
+        good={},
+    ),
+    _case(
+        "modeldeployment-memory-lots",
+        "ModelDeployment",
+        "spec.resources.limits.memory",
+        bad={"spec__resources": {"limits": {"memory": "lots"}}},
+        good={"spec__resources": {"limits": {"memory": "1Gi"}}},
+    ),
+    _case(
+        "modeldeployment-image-too-long",
+        "ModelDeployment",
+        "spec.image",
+        bad={"spec__image": "i" * 2000},
+        good={"spec__image": "i" * 1024},
+    ),
+    # --- ModelMonitor -------------------------------------------------------------------------
+    _case(
         "modelmonitor-without-deployment-ref",
         "ModelMonitor",
         "spec.deploymentRef",
-        spec__deploymentRef=_DELETE,
+        bad={"spec__deploymentRef": _DELETE},
+        good={},
     ),
-    _bad(
+    _case(
+        "modelmonitor-deployment-ref-not-dns",
+        "ModelMonitor",
+        "spec.deploymentRef.name",
+        bad={"spec__deploymentRef__name": "iris_prod"},
+        good={"spec__deploymentRef__name": "iris.prod"},
+    ),
+    _case(
+        "modelmonitor-retrain-dataset-ref-not-dns",
+        "ModelMonitor",
+        "spec.retrain.datasetRef.name",
+        bad={"spec__retrain": {"datasetRef": {"name": "Iris_Data"}}},
+        good={"spec__retrain": {"datasetRef": {"name": "iris-data"}}},
+    ),
+    _case(
         "modelmonitor-drift-method-unknown",
         "ModelMonitor",
         "spec.drift.method",
-        spec__drift={"method": "wasserstein"},
+        bad={"spec__drift": {"method": "wasserstein"}},
+        good={"spec__drift": {"method": "jsd"}},
     ),
-    _bad(
+    _case(
         "modelmonitor-drift-threshold-zero",
         "ModelMonitor",
         "spec.drift.threshold",
-        spec__drift={"threshold": 0},
+        bad={"spec__drift": {"threshold": 0}},
+        good={"spec__drift": {"threshold": 0.01}},
     ),
-    _bad("modelmonitor-interval-zero", "ModelMonitor", "spec.intervalSeconds", spec__intervalSeconds=0),
-    _bad(
+    _case(
+        "modelmonitor-drift-features-too-many",
+        "ModelMonitor",
+        "spec.drift.features",
+        bad={"spec__drift": {"features": ["x"] * 1025}},
+        good={"spec__drift": {"features": ["x"] * 10}},
+    ),
+    _case(
+        "modelmonitor-interval-zero",
+        "ModelMonitor",
+        "spec.intervalSeconds",
+        bad={"spec__intervalSeconds": 0},
+        good={"spec__intervalSeconds": 5},
+    ),
+    _case(
         "modelmonitor-cooldown-negative",
         "ModelMonitor",
         "spec.retrain.cooldownSeconds",
-        spec__retrain={"enabled": True, "cooldownSeconds": -1},
+        bad={"spec__retrain": {"enabled": True, "cooldownSeconds": -1}},
+        good={"spec__retrain": {"enabled": True, "cooldownSeconds": 1}},
     ),
-    _bad(
+    _case(
+        "modelmonitor-retrain-enabled-yes",
+        "ModelMonitor",
+        "spec.retrain.enabled",
+        bad={"spec__retrain": {"enabled": "yes"}},
+        good={"spec__retrain": {"enabled": True}},
+    ),
+    _case(
         "modelmonitor-max-concurrent-zero",
         "ModelMonitor",
         "spec.retrain.maxConcurrent",
-        spec__retrain={"maxConcurrent": 0},
+        bad={"spec__retrain": {"maxConcurrent": 0}},
+        good={"spec__retrain": {"maxConcurrent": 1}},
     ),
-    _bad(
+    _case(
         "modelmonitor-performance-metric-unknown",
         "ModelMonitor",
         "spec.performance.metric",
-        spec__performance={"metric": "auc", "min": 0.9},
+        bad={"spec__performance": {"metric": "auc", "min": 0.9}},
+        good={"spec__performance": {"metric": "accuracy", "min": 0.9}},
     ),
 ]
 

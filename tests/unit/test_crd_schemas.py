@@ -1,6 +1,6 @@
 """The generated CRDs accept every example and refuse malformed objects, naming the offending field.
 
-Checked offline with tests/support/schema_validation.py (the openAPIV3Schema via jsonschema, the
+Checked offline with modelcycle.api.admission (the openAPIV3Schema via jsonschema, the
 CEL rules via cel-python); tests/integration/test_crd_admission.py sends the same objects to a
 real API server.
 """
@@ -12,16 +12,62 @@ from typing import Any
 import pytest
 
 from modelcycle import API_VERSION
-from modelcycle.api import kinds
+from modelcycle.api import crdgen, kinds
+from modelcycle.api.admission import CrdValidator, FieldError, names_field, validators
 from support import malformed_cases as cases
-from support.schema_validation import CrdValidator, FieldError, load_crds, load_validators, names_field
 
-VALIDATORS = load_validators()
+VALIDATORS = validators()
 EXAMPLES = cases.load_examples()
 
 
-def _errors(kind: str, obj: dict[str, Any], *, old: dict[str, Any] | None = None) -> list[FieldError]:
-    return VALIDATORS[kind].errors(obj, old=old)
+def _errors(
+    kind: str, obj: dict[str, Any], *, old: dict[str, Any] | None = None, strict: bool = True
+) -> list[FieldError]:
+    return VALIDATORS[kind].errors(obj, old=old, strict=strict)
+
+
+def _cel_rules(schema: Any) -> list[dict[str, Any]]:
+    """Every CEL rule in a schema tree."""
+    if isinstance(schema, dict):
+        found = list(schema.get("x-kubernetes-validations", []))
+        return found + [r for value in schema.values() for r in _cel_rules(value)]
+    if isinstance(schema, list):
+        return [r for value in schema for r in _cel_rules(value)]
+    return []
+
+
+def _unbounded(schema: Any, path: str) -> list[str]:
+    """Strings without maxLength (or an enum) and lists without maxItems, by path."""
+    if not isinstance(schema, dict):
+        return []
+    found = []
+    if schema.get("type") == "string" and "maxLength" not in schema and "enum" not in schema:
+        found.append(path)
+    if schema.get("x-kubernetes-int-or-string") and "maxLength" not in schema:
+        found.append(path)
+    if schema.get("type") == "array" and "maxItems" not in schema:
+        found.append(path)
+    values = schema.get("additionalProperties")
+    if schema.get("type") == "object" and isinstance(values, dict) and "maxProperties" not in schema:
+        found.append(path)
+    for name, sub in (schema.get("properties") or {}).items():
+        found += _unbounded(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        found += _unbounded(schema.get(key), f"{path}[]" if key == "items" else f"{path}{{}}")
+    return found
+
+
+@pytest.mark.parametrize("kind", kinds.ALL, ids=[k.kind for k in kinds.ALL])
+def test_every_spec_string_list_and_map_is_bounded(kind: kinds.Kind) -> None:
+    schema = crdgen.crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert _unbounded(schema, "spec") == []
+
+
+@pytest.mark.parametrize("kind", kinds.ALL, ids=[k.kind for k in kinds.ALL])
+def test_every_cel_rule_names_its_field_and_reason(kind: kinds.Kind) -> None:
+    for rule in _cel_rules(crdgen.crd(kind)):
+        assert rule.get("fieldPath", "").startswith("."), rule
+        assert rule.get("reason") in ("FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired"), rule
 
 
 def _cel_messages(schema: Any) -> list[str]:
@@ -65,9 +111,14 @@ def test_malformed_object_is_refused_naming_the_field(case: cases.MalformedCase)
     assert any(names_field(m, case.field) for m in messages), f"no error names {case.field}: {messages}"
 
 
+@pytest.mark.parametrize("case", cases.MALFORMED, ids=[c.id for c in cases.MALFORMED])
+def test_valid_twin_of_a_malformed_object_is_accepted(case: cases.MalformedCase) -> None:
+    assert [str(e) for e in _errors(case.kind, case.twin)] == []
+
+
 def test_malformed_cases_are_many_distinct_and_cover_every_kind() -> None:
     ids = [c.id for c in cases.MALFORMED]
-    assert len(ids) >= 25
+    assert len(ids) >= 60
     assert len(set(ids)) == len(ids)
     assert {c.kind for c in cases.MALFORMED} == {k.kind for k in kinds.ALL}
 
@@ -77,7 +128,7 @@ def test_every_cel_rule_is_exercised_by_a_malformed_case() -> None:
     refused = {str(e) for c in cases.MALFORMED for e in _errors(c.kind, c.object)}
     old, new, _ = cases.immutable_update()
     refused |= {str(e) for e in _errors("ModelVersion", new, old=old)}
-    messages = {m for crd in load_crds().values() for m in _cel_messages(crd)}
+    messages = {m for kind in kinds.ALL for m in _cel_messages(crdgen.crd(kind))}
     assert messages
     unexercised = sorted(m for m in messages if not any(m in r for r in refused))
     assert unexercised == []
@@ -106,6 +157,9 @@ def test_unknown_spec_field_is_pruned_not_refused() -> None:
     obj = cases.with_changes(cases.BASES["Dataset"], "typo", {"spec.refreshSecond": 60})
     validator = VALIDATORS["Dataset"]
     assert validator.errors(obj) == []
+    assert [str(e) for e in validator.errors(obj, strict=True)] == [
+        'spec.refreshSecond: unknown field "spec.refreshSecond"'
+    ]
     assert "refreshSecond" not in validator.prune(obj)["spec"]
     assert validator.prune(obj)["metadata"] == obj["metadata"]
 

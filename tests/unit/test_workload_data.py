@@ -339,18 +339,63 @@ def test_url_source_with_timeout_and_size_limit(
     assert_store_clean(store)
 
 
-def test_pvc_source_cannot_leave_its_volume(tmp_path: Path) -> None:
-    (tmp_path / "claim").mkdir()
+ESCAPES = [
+    ({"pvc": {"claimName": "claim", "path": "../secret.csv"}}, "spec.source.pvc.path"),
+    ({"pvc": {"claimName": "..", "path": "secret.csv"}}, "spec.source.pvc.claimName"),
+    ({"pvc": {"claimName": "Claim_1", "path": "secret.csv"}}, "spec.source.pvc.claimName"),
+    ({"configMap": {"name": "..", "key": "secret.csv"}}, "spec.source.configMap.name"),
+    ({"configMap": {"name": "claim", "key": ".."}}, "spec.source.configMap.key"),
+]
+
+
+@pytest.mark.parametrize(("source", "field"), ESCAPES, ids=[f for _, f in ESCAPES])
+def test_source_that_would_leave_its_volume_is_refused_naming_the_field(
+    tmp_path: Path, source: dict[str, Any], field: str
+) -> None:
+    # The real escape: with claimName ".." the claim directory was --pvc-root's parent.
+    (tmp_path / "root" / "claim").mkdir(parents=True)
     (tmp_path / "secret.csv").write_text("a,target\n1,2\n")
-    obj = dataset({"pvc": {"claimName": "claim", "path": "../secret.csv"}})
+    (tmp_path / "root" / "secret.csv").write_text("a,target\n1,2\n")
+    obj = dataset(source)
+    root = str(tmp_path / "root" / "claim")
     out = run_inproc(
-        ["data", "--spec-json", json.dumps(obj), "--pvc-root", str(tmp_path)], store=tmp_path / "s"
+        ["data", "--spec-json", json.dumps(obj), "--pvc-root", root, "--config-map-dir", root],
+        store=tmp_path / "s",
     )
-    assert (
-        out.code == 2
-        and out.result["reason"] == "InvalidSpec"
-        and "leaves its volume" in out.result["message"]
+    assert out.code == 2 and out.result["reason"] == "InvalidSpec", out
+    assert field in out.result["message"]
+
+
+@pytest.mark.parametrize(("source", "field"), ESCAPES, ids=[f for _, f in ESCAPES])
+def test_source_loader_refuses_the_escape_even_without_the_schema(
+    tmp_path: Path, source: dict[str, Any], field: str
+) -> None:
+    # Defense in depth: a spec built without validation (model_construct) is checked again.
+    (tmp_path / "root" / "claim").mkdir(parents=True)
+    (tmp_path / "secret.csv").write_text("a,target\n1,2\n")
+    kind, fields = next(iter(source.items()))
+    model = api.PvcSource if kind == "pvc" else api.ConfigMapSource
+    built = model.model_construct(**{("claim_name" if k == "claimName" else k): v for k, v in fields.items()})
+    spec = api.DatasetSpec.model_construct(
+        source=api.DatasetSource.model_construct(**{"pvc" if kind == "pvc" else "config_map": built}),
+        format="csv",
     )
+    root = tmp_path / "root" / "claim"
+    with pytest.raises(sources.InvalidSpec) as excinfo:
+        sources.load_source(spec, pvc_root=root, config_map_dir=root)
+    assert excinfo.value.exit_code == 2 and field in excinfo.value.message
+
+
+def test_symlink_out_of_the_volume_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "root" / "claim").mkdir(parents=True)
+    (tmp_path / "secret.csv").write_text("a,target\n1,2\n")
+    (tmp_path / "root" / "claim" / "link.csv").symlink_to(tmp_path / "secret.csv")
+    obj = dataset({"pvc": {"claimName": "claim", "path": "link.csv"}})
+    out = run_inproc(
+        ["data", "--spec-json", json.dumps(obj), "--pvc-root", str(tmp_path / "root")], store=tmp_path / "s"
+    )
+    assert out.code == 2 and "spec.source.pvc.path" in out.result["message"]
+    assert "leaves its root" in out.result["message"]
 
 
 def test_unreadable_source_and_invalid_spec(tmp_path: Path) -> None:

@@ -47,6 +47,13 @@ def _structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
             merged = {**non_null[0], **out}
             return _structural(merged, defs)
         if types == ["integer", "string"]:
+            # Structural schemas allow nothing but the types inside the anyOf; the string's
+            # bounds move up beside it (JSON Schema applies them to strings only), as Kubernetes
+            # does for resource.Quantity.
+            for variant in non_null:
+                for key in ("minimum", "maxLength", "pattern"):
+                    if key in variant:
+                        out[key] = variant[key]
             out["x-kubernetes-int-or-string"] = True
             out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
             return out
@@ -94,7 +101,7 @@ def crd(kind: kinds.Kind) -> dict[str, Any]:
     spec_schema = model_schema(kind.spec)
     spec_schema["description"] = spec_schema.get("description", f"Desired state of a {kind.kind}.")
     status_schema = model_schema(kind.status)
-    root = {
+    root: dict[str, Any] = {
         "type": "object",
         "description": kind.description,
         "required": ["spec"],
@@ -106,6 +113,8 @@ def crd(kind: kinds.Kind) -> dict[str, Any]:
             "status": status_schema,
         },
     }
+    if kind.rules:
+        root["x-kubernetes-validations"] = [dict(rule) for rule in kind.rules]
     columns = []
     for column in kind.columns:
         entry: dict[str, Any] = {"name": column.name, "type": column.type, "jsonPath": column.json_path}

@@ -21,9 +21,9 @@ class BuiltinSource(common.KubeModel):
 class S3Source(common.KubeModel):
     """An object in S3-compatible storage."""
 
-    uri: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,62}/.+$")
+    uri: str = Field(max_length=common.MAX_URI, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,62}/.+$")
     """Object URI, `s3://bucket/key`."""
-    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    endpoint: str | None = Field(default=None, max_length=common.MAX_URI, pattern=r"^https?://[^\s]+$")
     """Endpoint URL for S3-compatible stores such as MinIO. Defaults to AWS."""
     secret_ref: common.LocalObjectReference | None = None
     """Secret with keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`."""
@@ -32,19 +32,19 @@ class S3Source(common.KubeModel):
 class PvcSource(common.KubeModel):
     """A file on a PersistentVolumeClaim in the same namespace."""
 
-    claim_name: str = Field(min_length=1, max_length=253)
+    claim_name: common.K8sName
     """Name of the PersistentVolumeClaim."""
-    path: str = Field(min_length=1, pattern=r"^[^/].*$")
-    """Path of the file relative to the volume root."""
+    path: common.RelativePath
+    """Path of the file relative to the volume root (no leading `/`, no `..`)."""
 
 
 class ConfigMapSource(common.KubeModel):
     """A CSV file kept in a ConfigMap key (small data sets only: ConfigMaps hold at most 1 MiB)."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: common.K8sName
     """Name of the ConfigMap."""
-    key: str = Field(min_length=1, max_length=253)
-    """Key holding the file contents."""
+    key: str = Field(min_length=1, max_length=common.MAX_NAME, pattern=r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$")
+    """Key holding the file contents: letters, digits, `-`, `_` and `.`; not `.`, not starting `..`."""
 
 
 _ONE_SOURCE = "exactly one of builtin, url, s3, pvc, configMap must be set"
@@ -53,21 +53,9 @@ _ONE_SOURCE = "exactly one of builtin, url, s3, pvc, configMap must be set"
 class DatasetSource(common.KubeModel):
     """Where the data comes from. Exactly one field must be set."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.builtin), has(self.url), has(self.s3), has(self.pvc), "
-                    "has(self.configMap)].filter(x, x).size() == 1",
-                    "message": _ONE_SOURCE,
-                }
-            ]
-        }
-    )
-
     builtin: BuiltinSource | None = None
     """A built-in scikit-learn data set."""
-    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://.+")
+    url: str | None = Field(default=None, max_length=common.MAX_URI, pattern=r"^https?://[^\s]+$")
     """An http(s) URL of a CSV or Parquet file."""
     s3: S3Source | None = None
     """An object in S3-compatible storage."""
@@ -76,7 +64,7 @@ class DatasetSource(common.KubeModel):
     config_map: ConfigMapSource | None = None
     """A CSV file stored in a ConfigMap key."""
 
-    # The CEL rule above is what the API server enforces; this mirrors it for specs that reach
+    # The CEL rule on DatasetSpec is what the API server enforces; this mirrors it for specs that reach
     # the models some other way (tests/unit/test_api_models.py keeps the two in step).
     @model_validator(mode="after")
     def _exactly_one_source(self) -> DatasetSource:
@@ -89,7 +77,7 @@ class DatasetSource(common.KubeModel):
 class ColumnSchema(common.KubeModel):
     """Expected type and value constraints of one column."""
 
-    name: str = Field(min_length=1, max_length=256)
+    name: common.Identifier
     """Column name as it appears in the data."""
     type: Literal["number", "integer", "string", "category", "boolean"] = "number"
     """Expected type. Defaults to number."""
@@ -97,7 +85,7 @@ class ColumnSchema(common.KubeModel):
     """Smallest allowed value (numeric columns)."""
     max: float | None = None
     """Largest allowed value (numeric columns)."""
-    allowed_values: list[str] | None = None
+    allowed_values: list[common.Identifier] | None = Field(default=None, max_length=common.MAX_ITEMS)
     """Allowed values (category and string columns), compared as strings."""
     nullable: bool = False
     """Whether missing values are allowed in this column. Defaults to false."""
@@ -115,17 +103,32 @@ class ValidationRules(common.KubeModel):
 class DatasetSpec(common.KubeModel):
     """Desired state of a Dataset."""
 
+    # On the spec rather than on the source, so that the refusal names `spec.source`.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                common.rule(
+                    "[has(self.source.builtin), has(self.source.url), has(self.source.s3), "
+                    "has(self.source.pvc), has(self.source.configMap)].filter(x, x).size() == 1",
+                    _ONE_SOURCE,
+                    field_path=".source",
+                )
+            ]
+        }
+    )
+
     source: DatasetSource
     """Where the data comes from."""
     format: Literal["csv", "parquet"] = "csv"
     """File format of url, s3 and pvc sources. Defaults to csv."""
-    target: str = Field(default="target", min_length=1)
+    target: common.Identifier = "target"
     """Name of the label column. Defaults to `target`."""
-    features: list[str] | None = Field(default=None, min_length=1)
+    features: list[common.Identifier] | None = Field(default=None, min_length=1, max_length=common.MAX_ITEMS)
     """Columns used as features. Defaults to every column but the target."""
     schema_: list[ColumnSchema] | None = Field(
         default=None,
         alias="schema",
+        max_length=common.MAX_ITEMS,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     """Expected columns with their types and constraints. Every violation is reported."""

@@ -36,8 +36,8 @@ class Field:
     has_default: bool
     constraints: tuple[str, ...]
     description: str
-    rules: tuple[tuple[str, str], ...]
-    """CEL rules on this field: (rule, message)."""
+    rules: tuple[tuple[str, str, str], ...]
+    """CEL rules on this field: (blamed field path relative to it, rule, message)."""
 
 
 def _resolve(schema: Schema, defs: dict[str, Schema]) -> Schema:
@@ -105,8 +105,12 @@ def _constraints(schema: Schema) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _rules(schema: Schema) -> tuple[tuple[str, str], ...]:
-    return tuple((r["rule"], r.get("message", "")) for r in schema.get("x-kubernetes-validations", []))
+def _rules(schema: Schema) -> tuple[tuple[str, str, str], ...]:
+    """(field path the rule blames, relative to the node; rule; message) of each CEL rule on a node."""
+    return tuple(
+        (r.get("fieldPath", ""), r["rule"], r.get("message", ""))
+        for r in schema.get("x-kubernetes-validations", [])
+    )
 
 
 def walk(model: type[Any]) -> Iterator[Field]:
@@ -146,15 +150,17 @@ def _default(value: Any) -> str:
     return f"`{value}`" if isinstance(value, str) and value else f"`{json.dumps(value)}`"
 
 
-def _table(model: type[Any], root: str) -> list[str]:
+def _table(model: type[Any], root: str, object_rules: Sequence[dict[str, Any]] = ()) -> list[str]:
     lines = [
         "| Field | Type | Required | Default | Description |",
         "|---|---|---|---|---|",
     ]
     rules: list[tuple[str, str, str]] = []
     top = model.model_json_schema(by_alias=True, mode="validation")
-    for rule, message in _rules(top):
-        rules.append((root, rule, message))
+    for entry in object_rules:
+        rules.append((entry["fieldPath"].lstrip("."), entry["rule"], entry["message"]))
+    for field_path, rule, message in _rules(top):
+        rules.append((f"{root}{field_path}", rule, message))
     for field in walk(model):
         description = field.description
         if field.constraints:
@@ -163,8 +169,8 @@ def _table(model: type[Any], root: str) -> list[str]:
             f"| `{_cell(field.path)}` | {_cell(field.type)} | {'yes' if field.required else ''} | "
             f"{_cell(_default(field.default)) if field.has_default else ''} | {_cell(description)} |"
         )
-        for rule, message in field.rules:
-            rules.append((f"{root}.{field.path}", rule, message))
+        for field_path, rule, message in field.rules:
+            rules.append((f"{root}.{field.path}{field_path}", rule, message))
     if rules:
         lines += ["", "Validation rules (CEL, enforced by the API server):", ""]
         lines += [f"- `{path}`: {message} — `{rule}`" for path, rule, message in rules]
@@ -201,7 +207,7 @@ def render() -> str:
         )
         spec_doc = " ".join((kind.spec.__doc__ or "").split())
         lines += ["", f"### {kind.kind} spec", "", spec_doc, ""]
-        lines += _table(kind.spec, "spec")
+        lines += _table(kind.spec, "spec", kind.rules)
         status_doc = " ".join((kind.status.__doc__ or "").split())
         lines += ["", f"### {kind.kind} status", "", status_doc, ""]
         lines += _table(kind.status, "status")

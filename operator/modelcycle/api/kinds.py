@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelcycle.api import common, dataset, modeldeployment, modelmonitor, modelversion, trainingrun
 
@@ -25,6 +26,8 @@ class Kind:
     status: type[common.KubeModel]
     description: str
     columns: tuple[PrinterColumn, ...] = field(default_factory=tuple)
+    rules: tuple[dict[str, Any], ...] = ()
+    """CEL rules on the whole object (`self` is the object), such as a transition rule on the spec."""
 
     @property
     def singular(self) -> str:
@@ -89,6 +92,7 @@ MODEL_VERSION = Kind(
         PrinterColumn("Run", ".spec.lineage.trainingRun", priority=1),
         AGE,
     ),
+    rules=(modelversion.IMMUTABLE,),
 )
 MODEL_DEPLOYMENT = Kind(
     kind="ModelDeployment",

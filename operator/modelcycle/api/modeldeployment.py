@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from modelcycle.api import common
 
@@ -32,10 +32,12 @@ class Strategy(common.KubeModel):
             "x-kubernetes-validations": [
                 # `type` is optional (Rolling when unset) and CEL fails on an absent field, so the
                 # rule tests for it rather than reading it blindly.
-                {
-                    "rule": "!has(self.canary) || (has(self.type) && self.type == 'Canary')",
-                    "message": _CANARY_ONLY,
-                }
+                common.rule(
+                    "!has(self.canary) || (has(self.type) && self.type == 'Canary')",
+                    _CANARY_ONLY,
+                    field_path=".canary",
+                    reason="FieldValueForbidden",
+                )
             ]
         }
     )
@@ -45,11 +47,12 @@ class Strategy(common.KubeModel):
     canary: Canary | None = None
     """Canary settings (type Canary only)."""
 
-    @model_validator(mode="after")
-    def _canary_only_with_canary_type(self) -> Strategy:
-        if self.canary is not None and self.type != "Canary":
+    @field_validator("canary")
+    @classmethod
+    def _canary_only_with_canary_type(cls, canary: Canary | None, info: ValidationInfo) -> Canary | None:
+        if canary is not None and info.data.get("type") != "Canary":
             raise ValueError(_CANARY_ONLY)
-        return self
+        return canary
 
 
 class Autoscaling(common.KubeModel):
@@ -59,26 +62,30 @@ class Autoscaling(common.KubeModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 # minReplicas is optional (1 when unset, never above maxReplicas >= 1).
-                {
-                    "rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
-                    "message": _MIN_NOT_ABOVE_MAX,
-                }
+                common.rule(
+                    "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+                    _MIN_NOT_ABOVE_MAX,
+                    field_path=".minReplicas",
+                )
             ]
         }
     )
 
-    min_replicas: int = Field(default=1, ge=1, le=100)
-    """Fewest replicas. Defaults to 1."""
+    # maxReplicas first: the validator of minReplicas compares with it.
     max_replicas: int = Field(ge=1, le=100)
     """Most replicas."""
+    min_replicas: int = Field(default=1, ge=1, le=100)
+    """Fewest replicas. Defaults to 1."""
     target_cpu: int = Field(default=70, ge=1, le=100)
     """Target average CPU utilisation in percent. Defaults to 70."""
 
-    @model_validator(mode="after")
-    def _min_not_above_max(self) -> Autoscaling:
-        if self.min_replicas > self.max_replicas:
+    @field_validator("min_replicas")
+    @classmethod
+    def _min_not_above_max(cls, min_replicas: int, info: ValidationInfo) -> int:
+        maximum = info.data.get("max_replicas")
+        if maximum is not None and min_replicas > maximum:
             raise ValueError(_MIN_NOT_ABOVE_MAX)
-        return self
+        return min_replicas
 
 
 class Batching(common.KubeModel):
@@ -93,20 +100,23 @@ class Batching(common.KubeModel):
 class ModelDeploymentSpec(common.KubeModel):
     """Desired state of a ModelDeployment."""
 
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: common.ModelName
-    version: int | str = Field(
-        default="latest",
+    model_config = ConfigDict(
+        protected_namespaces=(),
         json_schema_extra={
             "x-kubernetes-validations": [
-                {
-                    "rule": "type(self) == int ? self >= 1 : self == 'latest'",
-                    "message": _VERSION,
-                }
+                # On the spec, not on the field, so the rule can carry a fieldPath like every other.
+                common.rule(
+                    "!has(self.version) || (type(self.version) == int ? self.version >= 1 "
+                    ": self.version == 'latest')",
+                    _VERSION,
+                    field_path=".version",
+                )
             ]
         },
     )
+
+    model: common.ModelName
+    version: int | Annotated[str, Field(max_length=16)] = "latest"
     """A pinned version number, or `latest` for the newest Validated version. Defaults to latest."""
     replicas: int = Field(default=1, ge=0, le=100)
     """Serving replicas (ignored while autoscaling is set). Defaults to 1."""
@@ -118,7 +128,7 @@ class ModelDeploymentSpec(common.KubeModel):
     """Micro-batching settings of the model server."""
     resources: common.ResourceRequirements | None = None
     """Resources of each serving container."""
-    image: str | None = None
+    image: common.Image | None = None
     """Container image of the model server. Defaults to the operator's workload image."""
     progress_deadline_seconds: int = Field(default=300, ge=10, le=3600)
     """How long a new version's pods may take to become ready before the rollout is rolled back."""

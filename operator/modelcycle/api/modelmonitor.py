@@ -20,7 +20,7 @@ class DriftSettings(common.KubeModel):
     """Significance level (ks, chi2) or score limit (psi, jsd). Defaults to 0.05."""
     min_samples: int = Field(default=200, ge=10)
     """No verdict below this many live rows. Defaults to 200."""
-    features: list[str] | None = None
+    features: list[common.Identifier] | None = Field(default=None, max_length=common.MAX_ITEMS)
     """Features to watch. Defaults to all."""
 
 

@@ -12,9 +12,10 @@ from modelcycle.api import common
 class Artifact(common.KubeModel):
     """The stored model file."""
 
-    uri: str = Field(min_length=1, max_length=2048, pattern=r"^(file|s3|pvc)://.+")
-    """Where the model is stored: `pvc://<path>` on the artifact volume, `file://`, or `s3://`."""
-    sha256: str = Field(pattern=common.SHA256_HEX)
+    uri: common.ArtifactUri
+    """Where the model is stored: `pvc://<path>` on the artifact volume, `file:///<path>`, or
+    `s3://<bucket>/<key>`. No `..` segment."""
+    sha256: common.Sha256
     """SHA-256 of the file, 64 lowercase hex characters; checked before every load."""
     format: Literal["skops"] = "skops"
     """Serialization format. Only skops (loaded with an explicit trusted-type list) is accepted."""
@@ -23,38 +24,37 @@ class Artifact(common.KubeModel):
 class Lineage(common.KubeModel):
     """Where the model came from."""
 
-    training_run: str | None = None
+    training_run: common.K8sName | None = None
     """The TrainingRun that produced it."""
-    dataset: str | None = None
+    dataset: common.K8sName | None = None
     """The Dataset it was trained on."""
-    dataset_sha256: str | None = Field(default=None, pattern=common.SHA256_HEX)
+    dataset_sha256: common.Sha256 | None = None
     """The Dataset snapshot it was trained on."""
-    dataset_uri: str | None = None
+    dataset_uri: common.ArtifactUri | None = None
     """Where that snapshot is stored; validation re-evaluates on its holdout split."""
-    profile_uri: str | None = None
+    profile_uri: common.ArtifactUri | None = None
     """The training data profile, the reference for drift detection."""
     split: common.Split | None = None
     """The split used in training, so validation evaluates on the same holdout rows."""
-    params: dict[str, Any] | None = None
+    params: dict[str, Any] | None = Field(default=None, max_length=common.MAX_ENTRIES)
     """Estimator parameters actually used."""
-    image: str | None = None
+    image: common.Image | None = None
     """Container image that trained it."""
+
+
+IMMUTABLE = common.rule(
+    "self.spec == oldSelf.spec",
+    "ModelVersion spec is immutable; register a new version",
+    field_path=".spec",
+    reason="FieldValueForbidden",
+)
+"""A transition rule on the whole object (see kinds.MODEL_VERSION): the spec never changes."""
 
 
 class ModelVersionSpec(common.KubeModel):
     """A registered model version. Immutable after creation."""
 
-    model_config = ConfigDict(
-        protected_namespaces=(),
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self == oldSelf",
-                    "message": "ModelVersion spec is immutable; register a new version",
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(protected_namespaces=())
 
     model: common.ModelName
     version: int = Field(ge=1)
@@ -63,7 +63,7 @@ class ModelVersionSpec(common.KubeModel):
     """The stored model file."""
     lineage: Lineage | None = None
     """Where the model came from."""
-    metrics: dict[str, float] | None = None
+    metrics: dict[str, float] | None = Field(default=None, max_length=common.MAX_ENTRIES)
     """Holdout metrics reported by training."""
     gates: common.Gates | None = None
     """Quality gates this version must pass to become Validated."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -26,7 +26,7 @@ class Estimator(common.KubeModel):
     )
     """Import path, such as `sklearn.linear_model.LogisticRegression`. Only allowlisted prefixes
     (by default `sklearn.`) are accepted."""
-    params: dict[str, Any] | None = None
+    params: dict[str, Any] | None = Field(default=None, max_length=common.MAX_ENTRIES)
     """Constructor keyword arguments, such as `{C: 1.0, max_iter: 500}`."""
 
 
@@ -35,9 +35,9 @@ class PreprocessingStep(common.KubeModel):
 
     type: Literal["standardScaler", "minMaxScaler", "robustScaler", "simpleImputer", "oneHotEncoder"]
     """What the step does."""
-    columns: list[str] | None = None
+    columns: list[common.Identifier] | None = Field(default=None, max_length=common.MAX_ITEMS)
     """Columns the step applies to. Defaults to every feature of a fitting type."""
-    params: dict[str, Any] | None = None
+    params: dict[str, Any] | None = Field(default=None, max_length=common.MAX_ENTRIES)
     """Keyword arguments of the scikit-learn transformer."""
 
 
@@ -46,13 +46,13 @@ class HyperparameterSearch(common.KubeModel):
 
     type: Literal["grid", "random"] = "grid"
     """Grid search tries every combination; random search samples `maxTrials` of them."""
-    params: dict[str, list[Any]]
+    params: dict[str, Annotated[list[Any], Field(max_length=1000)]] = Field(max_length=common.MAX_ENTRIES)
     """Candidate values per estimator parameter, for example `{C: [0.1, 1, 10]}`."""
     folds: int = Field(default=5, ge=2, le=20)
     """Cross-validation folds. Defaults to 5."""
     max_trials: int = Field(default=20, ge=1, le=1000)
     """Most parameter combinations tried by random search. Defaults to 20."""
-    scoring: str | None = None
+    scoring: common.Identifier | None = None
     """scikit-learn scoring name. Defaults to accuracy (classification) or neg_root_mean_squared_error."""
 
 
@@ -65,7 +65,7 @@ class TrainingRunSpec(common.KubeModel):
     """The model this run produces a version of."""
     estimator: Estimator
     """The estimator to train."""
-    preprocessing: list[PreprocessingStep] | None = None
+    preprocessing: list[PreprocessingStep] | None = Field(default=None, max_length=32)
     """Preprocessing steps before the estimator."""
     split: common.Split | None = None
     """Train/holdout split. Defaults: 20% holdout, seed 42, stratified."""
@@ -73,7 +73,7 @@ class TrainingRunSpec(common.KubeModel):
     """Optional hyperparameter search."""
     gates: common.Gates | None = None
     """Quality gates the produced ModelVersion must pass to become Validated."""
-    image: str | None = None
+    image: common.Image | None = None
     """Container image of the training Job. Defaults to the operator's workload image."""
     resources: common.ResourceRequirements | None = None
     """Resources of the training container."""

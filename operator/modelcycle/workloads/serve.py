@@ -48,6 +48,17 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+LIMIT_HELP = {
+    "max_body_bytes": "largest request body (REST, also after decompression) or message (gRPC) accepted "
+    "(default 16 MiB; larger: 413 or RESOURCE_EXHAUSTED)",
+    "max_request_line_bytes": "longest request target, path and query (default 8 KiB; longer: 414)",
+    "max_header_bytes": "longest single header, name and value (default 8 KiB; longer: 431)",
+    "max_headers_total_bytes": "most bytes of all headers together (default 32 KiB; more: 431)",
+    "max_headers": "most header fields (default 100; more: 431)",
+}
+"""One flag per field of serve_http.Limits (`--max-headers` for max_headers), defaults from it."""
+
+
 def _grpc_port(text: str) -> int | None:
     if text == "off":
         return None
@@ -104,13 +115,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--feedback-window", type=_positive_int, default=10_000, help="labelled rows kept (default 10000)"
     )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=_positive_int,
-        default=16 << 20,
-        help="largest request body (REST) or message (gRPC) accepted (default 16 MiB; larger: 413 or "
-        "RESOURCE_EXHAUSTED)",
-    )
+    from modelcycle.workloads.serve_http import Limits
+
+    limits = parser.add_argument_group("request limits (docs/serving.md)")
+    defaults = Limits()
+    for field, what in LIMIT_HELP.items():
+        flag = "--" + field.replace("_", "-")
+        limits.add_argument(flag, type=_positive_int, default=getattr(defaults, field), help=what)
     parser.add_argument(
         "--predict-thread",
         choices=["yes", "no"],
@@ -209,11 +220,26 @@ def profile_from_metadata(metadata: dict[str, Any], store_spec: str | None) -> d
     return profile
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """The names and the URI the server is given: Kubernetes names, no path that climbs out (exit 2)."""
+    from modelcycle.workloads import inputs
+    from modelcycle.workloads.results import InvalidSpec
+
+    try:
+        inputs.name(args.model_name, "--model-name", label=True)
+        inputs.name(str(args.model_version), "--model-version", label=True)
+        if args.artifact_uri is not None:
+            inputs.artifact_uri(args.artifact_uri, "--artifact-uri")
+    except InvalidSpec as exc:
+        raise UserError(exc.message) from exc
+
+
 def load_model(args: argparse.Namespace) -> Any:
     from modelcycle.workloads import serve_model
 
     if (args.model_dir is None) == (args.artifact_uri is None):
         raise UserError("give exactly one of --model-dir and --artifact-uri")
+    check_inputs(args)
     if args.model_dir is not None:
         return serve_model.load_model_dir(
             args.model_dir, name=args.model_name, version=str(args.model_version), expected_sha256=args.sha256
@@ -240,7 +266,7 @@ def load_model(args: argparse.Namespace) -> Any:
 
 async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | None) -> int:
     from modelcycle.workloads.serve_app import DriftConfig, InferenceApp
-    from modelcycle.workloads.serve_http import HttpServer
+    from modelcycle.workloads.serve_http import HttpServer, Limits
 
     executor = (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
@@ -265,9 +291,10 @@ async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | 
     )
     server = HttpServer(
         app.handle,
-        max_body_bytes=args.max_body_bytes,
+        limits=Limits(**{field: getattr(args, field) for field in LIMIT_HELP}),
         keepalive_timeout=args.keepalive_timeout,
         request_timeout=args.request_timeout,
+        on_refused=app.refused,
     )
     grpc_server = None
     if args.grpc_port is not None:

@@ -20,7 +20,8 @@ Endpoints:
 | GET | /metrics | Prometheus exposition |
 
 Errors are `{"error": "..."}` with 400 (bad request), 404 (unknown model, version or path),
-405 (wrong method), 413 (body too large), 503 (not ready), 500 (bug).
+405 (wrong method), 413 (body too large), 503 (not ready), 500 (bug); the transport adds 408, 414
+and 431 (serve_http.Limits), and counts its refusals here through `refused`.
 """
 
 from __future__ import annotations
@@ -355,6 +356,10 @@ class InferenceApp:
         counter, histogram = self._outcomes[outcome]
         counter.inc()
         histogram.observe(time.perf_counter() - started)
+
+    def refused(self, status: int) -> None:
+        """Count a request the HTTP transport refused before routing it (400, 408, 413, 414, 431)."""
+        self._observe("server_error" if status >= 500 else "client_error", time.perf_counter())
 
     # ------------------------------------------------------------------ routing
 

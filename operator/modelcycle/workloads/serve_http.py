@@ -5,9 +5,16 @@ overhead decides throughput; a raw `asyncio.Protocol` with the httptools parser 
 task, dict-of-scope or middleware work (see benchmarks/README.md for the measurements).
 
 What it does: keep-alive and pipelining (responses in request order), chunked request bodies,
-`Expect: 100-continue`, a body limit (413 before reading an oversized body, then the connection is
-closed), 400 on malformed HTTP, and graceful shutdown: stop accepting, answer every request already
-received (with `Connection: close`), close idle connections, then return.
+`Expect: 100-continue`, limits (`Limits`: the request target, each header, all headers together
+and their count, the body), 400 on malformed HTTP, and graceful shutdown: stop accepting, answer
+every request already received (with `Connection: close`), close idle connections, then return.
+
+A refused request gets a JSON error (`{"error": ...}`) as soon as the limit is crossed, without
+reading the rest: the server stops parsing, shuts down its sending side, discards what still
+arrives for at most `LINGER_SECONDS` (so the client reads the answer rather than a reset), then
+closes. The head of a request is fed to the parser in slices no larger than what is left of its
+budget, so neither the URL nor a header can grow past its limit in memory, and both are gathered
+in linear time.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import httptools
@@ -31,12 +39,37 @@ REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
+    414: "URI Too Long",
     415: "Unsupported Media Type",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
 MAX_PIPELINE = 32
 """Requests queued on one connection before reading from it pauses."""
+LINGER_SECONDS = 1.0
+"""How long a refused connection keeps discarding input before it closes."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold; each is a `modelcycle serve` flag (docs/serving.md)."""
+
+    max_request_line_bytes: int = 8 << 10
+    """Longest request target (path and query): longer gets 414."""
+    max_header_bytes: int = 8 << 10
+    """Longest single header, name and value together: longer gets 431."""
+    max_headers_total_bytes: int = 32 << 10
+    """Most bytes of all headers together: more gets 431."""
+    max_headers: int = 100
+    """Most header fields: more gets 431."""
+    max_body_bytes: int = 16 << 20
+    """Largest body, declared or received (after decompression too): larger gets 413."""
+
+    @property
+    def head_bytes(self) -> int:
+        """Budget of a whole request head: request line and headers with their separators."""
+        return self.max_request_line_bytes + self.max_headers_total_bytes + 4 * self.max_headers + 64
 
 
 class HttpResponse(Protocol):
@@ -75,8 +108,14 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.pending: deque[tuple[Any, bool]] = deque()
-        self.url = b""
+        self.url: list[bytes] = []
+        self.url_size = 0
         self.headers: dict[str, str] = {}
+        self.header_count = 0
+        self.header_size = 0
+        self.in_head = True
+        """Between the start of a request (or of the connection) and the end of its headers."""
+        self.head_size = 0
         self.body: list[bytes] = []
         self.size = 0
         self.rejected = False
@@ -104,33 +143,74 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
         if self.rejected:
-            return
+            return  # lingering after a refusal: discard
+        limits = self.server.limits
+        view = memoryview(data)
         try:
-            self.parser.feed_data(data)
+            while view and not self.rejected:
+                if self.in_head:
+                    # Never hand the parser more of a head than its budget (plus one byte to
+                    # notice the overflow): httptools gathers a header by concatenation.
+                    piece = view[: max(1, limits.head_bytes - self.head_size + 1)]
+                    self.head_size += len(piece)
+                else:
+                    piece = view
+                view = view[len(piece) :]
+                self.parser.feed_data(piece)
+                if self.in_head and self.head_size > limits.head_bytes and not self.rejected:
+                    self._reject(431, f"the request head exceeds {limits.head_bytes} bytes")
         except httptools.HttpParserUpgrade:
             self._reject(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed HTTP request: {exc}")
+            if not self.rejected:
+                self._reject(400, f"malformed HTTP request: {exc}")
 
     # ------------------------------------------------------------------ httptools callbacks
 
     def on_message_begin(self) -> None:
         self.receiving = True
         self.request_started = self.last_active
-        self.url = b""
+        self.url = []
+        self.url_size = 0
         self.headers = {}
+        self.header_count = 0
+        self.header_size = 0
         self.body = []
         self.size = 0
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        if self.rejected:
+            return
+        self.url_size += len(url)
+        limit = self.server.limits.max_request_line_bytes
+        if self.url_size > limit:
+            self._reject(414, f"the request target exceeds the limit of {limit} bytes")
+            return
+        self.url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if self.rejected:
+            return
+        limits = self.server.limits
+        self.header_count += 1
+        size = len(name) + len(value)
+        self.header_size += size
+        if self.header_count > limits.max_headers:
+            self._reject(431, f"more than {limits.max_headers} header fields")
+        elif size > limits.max_header_bytes:
+            shown = name[:64].decode("latin-1")
+            self._reject(431, f"header {shown!r} exceeds the limit of {limits.max_header_bytes} bytes")
+        elif self.header_size > limits.max_headers_total_bytes:
+            self._reject(431, f"the headers exceed the limit of {limits.max_headers_total_bytes} bytes")
+        else:
+            self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.rejected:
+            return
         length = self.headers.get("content-length")
-        limit = self.server.max_body_bytes
+        limit = self.server.limits.max_body_bytes
         if length is not None:
             try:
                 too_large = int(length) > limit
@@ -147,20 +227,22 @@ class _Connection(asyncio.Protocol):
         if self.rejected:
             return
         self.size += len(body)
-        if self.size > self.server.max_body_bytes:
-            self._reject(413, f"request body exceeds the limit of {self.server.max_body_bytes} bytes")
+        if self.size > self.server.limits.max_body_bytes:
+            self._reject(413, f"request body exceeds the limit of {self.server.limits.max_body_bytes} bytes")
             return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
         self.receiving = False
+        self.in_head = True
+        self.head_size = 0
         self.last_active = time.monotonic()
         self.request_started = 0.0
         if self.rejected or self.closing or self.transport is None:
             return
         method = self.parser.get_method().decode("latin-1")
         keep_alive = self.parser.should_keep_alive()
-        target = self.url.decode("latin-1")
+        target = b"".join(self.url).decode("latin-1")
         path, _, query = target.partition("?")
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.server.requests += 1
@@ -220,11 +302,25 @@ class _Connection(asyncio.Protocol):
             self.server.notify_idle()
 
     def _reject(self, status: int, message: str) -> None:
-        """Answer an unusable request and close the connection (the stream can't be trusted)."""
+        """Answer an unusable request and close the connection (the stream can't be trusted).
+
+        The rest of the request is not read: sending stops at once, input is discarded for at
+        most LINGER_SECONDS so the client gets the answer rather than a connection reset.
+        """
+        if self.rejected:
+            return
         self.rejected = True
-        if self.transport is not None:
-            self.transport.write(_error(status, message))
-        self._close()
+        self.server.refused(status)
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(_error(status, message))
+        self.closing = True
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, self._close)
+        else:
+            self._close()
 
     def _close(self) -> None:
         self.closing = True
@@ -237,7 +333,7 @@ class _Connection(asyncio.Protocol):
         return not self.pending and not self.receiving
 
     def close_if_idle(self) -> None:
-        if self.idle and self.transport is not None:
+        if (self.idle or self.rejected) and self.transport is not None:
             self.transport.close()
 
 
@@ -248,12 +344,15 @@ class HttpServer:
         self,
         handler: Handler,
         *,
-        max_body_bytes: int = 16 << 20,
+        limits: Limits | None = None,
         keepalive_timeout: float = 75.0,
         request_timeout: float = 60.0,
+        on_refused: Callable[[int], None] | None = None,
     ) -> None:
         self.handler = handler
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits or Limits()
+        self.on_refused = on_refused
+        """Told the status of every request the transport refuses (for the request counters)."""
         self.keepalive_timeout = keepalive_timeout
         """Idle keep-alive connections are closed after this many seconds."""
         self.request_timeout = request_timeout
@@ -288,6 +387,13 @@ class HttpServer:
                     conn._reject(408, f"the request was not received within {self.request_timeout:g} s")
                 elif conn.idle and now - conn.last_active > self.keepalive_timeout:
                     conn.close_if_idle()
+
+    def refused(self, status: int) -> None:
+        if self.on_refused is not None:
+            try:
+                self.on_refused(status)
+            except Exception:  # counting must never break the answer
+                log.exception("counting a refused request failed")
 
     def notify_idle(self) -> None:
         if self.shutting_down and self._idle is not None:

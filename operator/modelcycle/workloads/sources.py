@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from modelcycle.api import dataset as api
+from modelcycle.workloads import inputs
 from modelcycle.workloads import store as store_mod
 from modelcycle.workloads.results import EXIT_TRANSIENT, InvalidSpec, WorkloadError
 
@@ -118,17 +119,14 @@ def fetch_s3(source: api.S3Source) -> bytes:
         raise SourceUnavailable(f"cannot read {source.uri}: {exc}", exit_code=EXIT_TRANSIENT) from exc
 
 
-def read_local(path: Path, root: Path, what: str) -> bytes:
-    resolved_root = root.resolve()
-    resolved = path.resolve()
-    if resolved != resolved_root and resolved_root not in resolved.parents:
-        raise InvalidSpec(f"{what} path {path} leaves its volume {root}")
+def read_local(path: Path, what: str) -> bytes:
+    """The bytes of a file already resolved inside its volume (see `inputs.under`)."""
     limit = max_source_bytes()
     try:
-        size = resolved.stat().st_size
+        size = path.stat().st_size
         if size > limit:
             raise _too_large(str(path), size, limit)
-        return resolved.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise SourceUnavailable(f"{what} file {path} does not exist") from exc
     except IsADirectoryError as exc:
@@ -168,14 +166,23 @@ def load_source(
         where = source.s3.uri
         data = fetch_s3(source.s3)
     elif source.pvc is not None:
-        root = Path(pvc_root) / source.pvc.claim_name
-        path = root / source.pvc.path
-        where = f"pvc:{source.pvc.claim_name}/{source.pvc.path}"
-        data = read_local(path, root, f"PVC {source.pvc.claim_name}")
+        # The names and paths are checked again here (the API server checked them too): the claim
+        # is a directory under --pvc-root and the file must stay inside it, symlinks followed.
+        claim = inputs.name(source.pvc.claim_name, "spec.source.pvc.claimName")
+        relative = inputs.relative_path(source.pvc.path, "spec.source.pvc.path")
+        volume = inputs.under(pvc_root, claim, field="spec.source.pvc.claimName")
+        where = f"pvc:{claim}/{relative}"
+        data = read_local(inputs.under(volume, relative, field="spec.source.pvc.path"), f"PVC {claim}")
     elif source.config_map is not None:
-        root = Path(config_map_dir) / source.config_map.name
-        where = f"configMap:{source.config_map.name}/{source.config_map.key}"
-        data = read_local(root / source.config_map.key, root, f"ConfigMap {source.config_map.name}")
+        config_map = inputs.name(source.config_map.name, "spec.source.configMap.name")
+        key = inputs.relative_path(source.config_map.key, "spec.source.configMap.key")
+        if "/" in key:
+            raise InvalidSpec(f"spec.source.configMap.key: {key!r} must not contain '/'")
+        volume = inputs.under(config_map_dir, config_map, field="spec.source.configMap.name")
+        where = f"configMap:{config_map}/{key}"
+        data = read_local(
+            inputs.under(volume, key, field="spec.source.configMap.key"), f"ConfigMap {config_map}"
+        )
     else:
         raise InvalidSpec("spec.source must set exactly one of builtin, url, s3, pvc, configMap")
     log.info("read %d bytes from %s", len(data), where)

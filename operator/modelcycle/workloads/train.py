@@ -26,8 +26,8 @@ import pandas as pd
 
 from modelcycle.api import trainingrun as api
 from modelcycle.api.common import Split
+from modelcycle.workloads import inputs, safeload, specfile
 from modelcycle.workloads import metrics as metrics_mod
-from modelcycle.workloads import safeload, specfile
 from modelcycle.workloads import snapshot as snap_mod
 from modelcycle.workloads import store as store_mod
 from modelcycle.workloads.results import (
@@ -45,7 +45,6 @@ ENV_ESTIMATOR_PREFIXES = "MODELCYCLE_ESTIMATOR_PREFIXES"
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 METADATA_VERSION = 1
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 # preprocessing type -> (module, class, which features by default)
 TRANSFORMERS: dict[str, tuple[str, str, str]] = {
@@ -309,16 +308,15 @@ def library_versions() -> dict[str, str]:
 
 
 def run_key(namespace: str, model: str, run_name: str, filename: str) -> str:
-    for what, value in (("namespace", namespace), ("model", model), ("run name", run_name)):
-        if not _NAME.match(value):
-            raise InvalidSpec(f"{what} {value!r} is not a valid Kubernetes name")
+    inputs.name(namespace, "metadata.namespace", label=True)
+    inputs.name(model, "spec.model.name", label=True)
+    inputs.name(run_name, "metadata.name")
     return f"models/{namespace}/{model}/runs/{run_name}/{filename}"
 
 
 def version_key(namespace: str, model: str, version: int, filename: str) -> str:
-    for what, value in (("namespace", namespace), ("model", model)):
-        if not _NAME.match(value):
-            raise InvalidSpec(f"{what} {value!r} is not a valid Kubernetes name")
+    inputs.name(namespace, "metadata.namespace", label=True)
+    inputs.name(model, "spec.model", label=True)
     return f"models/{namespace}/{model}/v{int(version)}/{filename}"
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from modelcycle.api import modelversion as api
 from modelcycle.api.common import Gates, Split
+from modelcycle.workloads import inputs, safeload, specfile
 from modelcycle.workloads import metrics as metrics_mod
-from modelcycle.workloads import safeload, specfile
 from modelcycle.workloads import snapshot as snap_mod
 from modelcycle.workloads import store as store_mod
 from modelcycle.workloads.results import InvalidSpec, WorkloadError, add_common_arguments, run_workload
@@ -183,7 +183,8 @@ def validate(
     publish: bool = False,
 ) -> dict[str, Any]:
     """Verify, evaluate, gate (and publish); the result JSON (without `ok`)."""
-    uri = spec.artifact.uri
+    uri = inputs.artifact_uri(spec.artifact.uri, "spec.artifact.uri")
+    inputs.name(namespace, "metadata.namespace", label=True)
     try:
         artifact = store_mod.read_uri(uri, store)
     except store_mod.ArtifactNotFound as exc:
@@ -195,6 +196,7 @@ def validate(
         raise InvalidSpec(
             "spec.lineage.datasetUri is required: validation evaluates on that snapshot's holdout"
         )
+    inputs.artifact_uri(lineage.dataset_uri, "spec.lineage.datasetUri")
     try:
         data = store_mod.read_uri(lineage.dataset_uri, store)
     except store_mod.ArtifactNotFound as exc:
