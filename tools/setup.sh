@@ -42,7 +42,7 @@ want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e ".[operator,test,s3]"
+  "$VENV/bin/pip" install -q -e ".[operator,check,test,s3]"
   echo "$want" > "$stamp"
 else
   # The editable install points at whichever checkout installed it; point it at this one.
