@@ -41,12 +41,11 @@ import pytest
 from modelcycle import GROUP
 from modelcycle.api import kinds
 from modelcycle.kubeclient import ApiError, Kube, NotFound
-from modelcycle.local import kubenode, platform, traffic
-from modelcycle.local.controlplane import CONTROL_PLANE_BINARIES, StateLayout
+from modelcycle.local import platform, traffic
+from modelcycle.local.controlplane import CONTROL_PLANE_BINARIES
 from support.cluster import api_client_for, describe_namespace, missing_prerequisite, require_binaries
 from support.loop import Cluster, ConditionLog
 from support.operator import OperatorProcess
-from support.realnode import RealNodePlatform, run_local
 
 HERE = Path(__file__).resolve().parent
 NODE_NAME = "modelcycle-e2e"
@@ -147,29 +146,6 @@ def e2e_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[platform.
     assert not platform.pod_runs(plat.layout.node), "pod processes outlived the platform"
     del stopped
     shutil.rmtree(plat.layout.controlplane / "etcd", ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def real_node_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodePlatform]:
-    """One real node per session (per machine: kube-proxy and the kubelet own host-wide state),
-    brought up and down by the CLI; `down` must leave nothing of ours on the host."""
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        missing_prerequisite("the real node needs Linux and root")
-    try:
-        kubenode.preflight()
-    except kubenode.NodeError as exc:
-        missing_prerequisite(str(exc))
-    root = tmp_path_factory.mktemp("real-node")
-    up = run_local("up", "--root", str(root), "--runtime", "containers", "--timeout", "300", timeout=1200)
-    try:
-        if up.returncode != 0:
-            pytest.fail(f"modelcycle local up failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
-        yield RealNodePlatform(root, StateLayout(root / "controlplane").admin_kubeconfig, up.stdout)
-    finally:
-        down = run_local("down", "--root", str(root), "--purge", timeout=600)
-        assert down.returncode == 0, f"modelcycle local down failed:\n{down.stdout}\n{down.stderr}"
-        left = kubenode.leftovers(root / "node")
-        assert not left, f"`local down` left these on the host: {left}"
 
 
 @pytest.fixture(scope="session")

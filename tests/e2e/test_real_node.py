@@ -2,7 +2,12 @@
 routed by kube-proxy, the operator installed in-cluster by the Helm chart, runtime enforcement of
 Pod Security `restricted`, and components that crash without taking the containers with them.
 
-All against the session's `modelcycle local up --runtime containers` (real_node_platform).
+All against one `modelcycle local up --runtime containers` (real_node_platform), which also runs
+the iris loop of test_loop.py through the external-cluster mode: no control plane, node or operator
+of the suite's own; every pod, the operator's included, in a container of the images built here;
+traffic through the API server's pod proxy (that mode's default, as on any cluster); artifact
+claims as local volumes in a directory the node shares (MODELCYCLE_E2E_ARTIFACT_ROOT), since the
+platform has no provisioner.
 """
 
 from __future__ import annotations
@@ -12,18 +17,26 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelcycle.kubeclient import ApiError, Kube
 from modelcycle.local import incluster, kubenode, network, platform
-from support.realnode import RealNodePlatform
+from modelcycle.local.controlplane import StateLayout
+from support.cluster import missing_prerequisite
+from support.realnode import RealNodePlatform, run_local
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.timeout(1500)
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 
 NODE_NAME = platform.NODE_NAME
 RESTRICTED_SECURITY: dict[str, Any] = {
@@ -54,6 +67,29 @@ print(json.dumps({
     "token": os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"),
 }))
 """
+
+
+@pytest.fixture(scope="module")
+def real_node_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodePlatform]:
+    """One real node for this module (and per machine: kube-proxy and the kubelet own host-wide
+    state), brought up and down by the CLI; `down` must leave nothing of ours on the host."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        missing_prerequisite("the real node needs Linux and root")
+    try:
+        kubenode.preflight()
+    except kubenode.NodeError as exc:
+        missing_prerequisite(str(exc))
+    root = tmp_path_factory.mktemp("real-node")
+    up = run_local("up", "--root", str(root), "--runtime", "containers", "--timeout", "300", timeout=1200)
+    try:
+        if up.returncode != 0:
+            pytest.fail(f"modelcycle local up failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
+        yield RealNodePlatform(root, StateLayout(root / "controlplane").admin_kubeconfig, up.stdout)
+    finally:
+        down = run_local("down", "--root", str(root), "--purge", timeout=600)
+        assert down.returncode == 0, f"modelcycle local down failed:\n{down.stdout}\n{down.stderr}"
+        left = kubenode.leftovers(root / "node")
+        assert not left, f"`local down` left these on the host: {left}"
 
 
 @pytest.fixture(scope="module")
@@ -304,3 +340,41 @@ def test_killed_node_component_comes_back_with_up_and_the_containers_keep_runnin
     assert after["containerID"] == before["containerID"]
     assert after["restartCount"] == before["restartCount"] == 0
     assert http_get(f"http://{served['status']['podIP']}:8080/") == 200
+
+
+# --------------------------------------------------------------------------- the whole loop
+
+
+def test_iris_loop_on_the_real_node_through_the_external_mode(
+    real_node_platform: RealNodePlatform, tmp_path: Path
+) -> None:
+    if os.environ.get("MODELCYCLE_E2E_KUBECONFIG"):
+        pytest.skip("already in the external-cluster mode (MODELCYCLE_E2E_KUBECONFIG is set)")
+    env = {
+        **os.environ,
+        "MODELCYCLE_E2E_KUBECONFIG": str(real_node_platform.kubeconfig),
+        "MODELCYCLE_E2E_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+    }
+    env.pop("MODELCYCLE_E2E_TRANSPORT", None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(HERE / "test_loop.py"),
+            "-k",
+            "iris",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1400,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-20000:]
+    assert "1 passed" in output, output[-5000:]
