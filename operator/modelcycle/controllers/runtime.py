@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import random
 import time
@@ -24,6 +23,17 @@ import prometheus_client
 from modelcycle.api import conditions, kinds
 from modelcycle.builders import meta, pods
 from modelcycle.controllers import kube
+from modelcycle.planners.clock import now as now
+from modelcycle.planners.clock import parse_time as parse_time
+from modelcycle.planners.clock import rfc3339 as rfc3339
+from modelcycle.planners.outcomes import Change
+from modelcycle.planners.outcomes import Event as Event
+from modelcycle.planners.outcomes import Outcome as Outcome
+from modelcycle.planners.outcomes import Stalled as Stalled
+from modelcycle.planners.outcomes import in_progress_outcome as in_progress_outcome
+from modelcycle.planners.outcomes import progress_conditions as progress_conditions
+from modelcycle.planners.outcomes import stalled_outcome as stalled_outcome
+from modelcycle.planners.outcomes import updated_conditions as updated_conditions
 
 logger = logging.getLogger("modelcycle.operator")
 
@@ -42,55 +52,6 @@ ERRORS = prometheus_client.Counter(
 OBJECT_READY = prometheus_client.Gauge(
     "modelcycle_object_ready", "1 when the object's Ready condition is True", ["kind", "namespace", "name"]
 )
-
-
-def rfc3339(epoch: float) -> str:
-    """A Kubernetes timestamp (seconds, UTC) of a Unix time."""
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now() -> str:
-    return rfc3339(time.time())
-
-
-def parse_time(value: str | None) -> datetime.datetime | None:
-    """A Kubernetes timestamp; None when absent or malformed."""
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-class Stalled(Exception):
-    """The object cannot progress until something outside the operator changes.
-
-    Reported as `Stalled=True`, `Ready=False` with the reason, plus a Warning Event; retried with
-    backoff (a missing reference may appear), and at once when the object's spec changes.
-    """
-
-    def __init__(self, reason: str, message: str, *, extra_status: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.extra_status = extra_status or {}
-
-
-@dataclass
-class Event:
-    reason: str
-    message: str
-    type: str = "Normal"
-
-
-@dataclass
-class Outcome:
-    """What one reconcile decided: the new status (merged over the old) and what to announce."""
-
-    status: dict[str, Any] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
-    requeue_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +96,28 @@ class Context:
                     f"{owner['kind']}; delete or rename it",
                 ) from None
             return existing
+
+    def apply(self, change: Change, *, owner: dict[str, Any]) -> None:
+        """Make one write a planner decided, to a child in the owner's namespace."""
+        namespace = owner["metadata"]["namespace"]
+        if change.verb == "create" and change.body is not None:
+            self.ensure_child(change.body, owner=owner)
+        elif change.verb == "replace" and change.body is not None:
+            self.client.replace(change.body)
+        elif change.verb == "patch" and change.body is not None:
+            self.client.patch(
+                kind=change.kind,
+                api_version=change.api_version,
+                namespace=namespace,
+                name=change.name,
+                patch=change.body,
+            )
+        elif change.verb == "delete":
+            self.client.delete(
+                kind=change.kind, api_version=change.api_version, namespace=namespace, name=change.name
+            )
+        else:
+            raise ValueError(f"cannot apply {change.verb} of {change.kind} {change.name} without a body")
 
     def emit(self, obj: dict[str, Any], event: Event) -> None:
         emit_event(self.client, obj, event)
@@ -399,111 +382,3 @@ class Runner:
         this, kopf waits 5 s for them as "hung" tasks on every shutdown."""
         for task in list(self._tasks):
             task.cancel()
-
-
-def stalled_outcome(
-    obj: dict[str, Any],
-    *,
-    reason: str,
-    message: str,
-    status: dict[str, Any] | None = None,
-    extra: tuple[tuple[str, bool | str, str, str], ...] = (),
-    phase: str = "Stalled",
-    event_reason: str | None = None,
-) -> Outcome:
-    """Stalled=True, Ready=False (with extra conditions); the Warning Event only on a new verdict.
-
-    Returned directly by a reconcile for a verdict that stands until the spec changes (a failed
-    Job); the Runner uses it too for a raised `Stalled`, which it also retries with backoff.
-    """
-    current = (obj.get("status") or {}).get("conditions")
-    updated = updated_conditions(
-        obj,
-        [(conditions.STALLED, True, reason, message), (conditions.READY, False, reason, message), *extra],
-        remove=(conditions.RECONCILING,),
-    )
-    previous = conditions.find(current, conditions.STALLED)
-    already_reported = (
-        previous is not None
-        and previous.get("status") == "True"
-        and previous.get("reason") == reason
-        and previous.get("message") == message
-    )
-    events = [] if already_reported else [Event(event_reason or reason, message, "Warning")]
-    return Outcome(status={**(status or {}), "conditions": updated, "phase": phase}, events=events)
-
-
-def progress_conditions(
-    obj: dict[str, Any],
-    *,
-    ready: bool,
-    reason: str,
-    message: str,
-    reconciling: bool,
-    extra: tuple[tuple[str, bool | str, str, str], ...] = (),
-) -> conditions.Conditions:
-    """Ready with its reason, Reconciling while work is under way, Stalled cleared, and extras.
-
-    extra: (type, status, reason, message) of kind-specific conditions such as Validated.
-    """
-    updates: list[tuple[str, bool | str, str, str]] = [(conditions.READY, ready, reason, message)]
-    if reconciling:
-        updates.append((conditions.RECONCILING, True, reason, message))
-    return updated_conditions(
-        obj,
-        [*updates, *extra],
-        remove=(conditions.STALLED,) if reconciling else (conditions.STALLED, conditions.RECONCILING),
-    )
-
-
-def in_progress_outcome(
-    obj: dict[str, Any],
-    *,
-    reason: str,
-    message: str,
-    verdict: tuple[str, str],
-    status: dict[str, Any] | None = None,
-    events: list[Event] | None = None,
-    requeue_after: float | None = None,
-) -> Outcome:
-    """Work under way: not Ready and Reconciling with `reason` (also the phase), and the kind's
-    verdict condition Unknown; verdict is its (type, reason), e.g. (Validated, "Validating")."""
-    verdict_type, verdict_reason = verdict
-    updated = progress_conditions(
-        obj,
-        ready=False,
-        reason=reason,
-        message=message,
-        reconciling=True,
-        extra=((verdict_type, "Unknown", verdict_reason, message),),
-    )
-    return Outcome(
-        status={**(status or {}), "conditions": updated, "phase": reason},
-        events=events or [],
-        requeue_after=requeue_after,
-    )
-
-
-def updated_conditions(
-    obj: dict[str, Any],
-    updates: list[tuple[str, bool | str, str, str]] | tuple[tuple[str, bool | str, str, str], ...],
-    *,
-    remove: tuple[str, ...] = (),
-) -> conditions.Conditions:
-    """The object's conditions with `remove` dropped and `updates` (type, status, reason, message) set."""
-    generation = obj["metadata"].get("generation")
-    stamp = now()
-    updated = (obj.get("status") or {}).get("conditions") or []
-    for type_ in remove:
-        updated = conditions.remove(updated, type_)
-    for type_, value, reason, message in updates:
-        updated = conditions.set_condition(
-            updated,
-            type_=type_,
-            status=value,
-            reason=reason,
-            message=message,
-            generation=generation,
-            now=stamp,
-        )
-    return updated
