@@ -184,21 +184,21 @@ def build_cases() -> dict[str, Case]:
             owner=canary,
             versions=[mv(1), mv(2)],
             stable=1,
-            changes=[("create", "iris-canary", 2)],
+            changes=[("patch", "iris", {"spec": {"replicas": 1}}), ("create", "iris-canary", 2)],
             events=["CanaryStarted"],
             status={"phase": "Canary", "servedVersion": 1, "canaryVersion": 2},
         ),
         "canary-waits-until-healthy-long-enough": Case(
             owner=canary,
             versions=[mv(1), mv(2)],
-            stable=1,
+            stable=deployed(canary, 1, replicas=1),
             canary=deployed(canary, 2, track=serving.CANARY, replicas=1, available_for=10),
             status={"phase": "Canary", "canaryVersion": 2},
         ),
         "canary-is-promoted": Case(
             owner=canary,
             versions=[mv(1), mv(2)],
-            stable=1,
+            stable=deployed(canary, 1, replicas=1),
             canary=deployed(canary, 2, track=serving.CANARY, replicas=1, available_for=120),
             changes=[("replace", "iris", 2)],
             events=["Promoting"],
@@ -224,9 +224,9 @@ def build_cases() -> dict[str, Case]:
         "a-canary-that-never-gets-ready-is-aborted": Case(
             owner=canary,
             versions=[mv(1), mv(2)],
-            stable=1,
+            stable=deployed(canary, 1, replicas=1),
             canary=deployed(canary, 2, track=serving.CANARY, replicas=1, complete=False, deadline=True),
-            changes=[("delete", "iris-canary", None)],
+            changes=[("patch", "iris", {"spec": {"replicas": 2}}), ("delete", "iris-canary", None)],
             events=["RolledBack"],
             status={"phase": "Degraded", "servedVersion": 1, "failedVersion": 2},
         ),
@@ -365,3 +365,34 @@ def test_children_carry_the_owner_label() -> None:
     for change in result.changes:
         assert change.body is not None
         assert change.body["metadata"]["labels"][meta.OWNER] == "iris"
+
+
+@pytest.mark.parametrize(
+    ("replicas", "weight", "stable", "canary", "share"),
+    [(3, 10, 2, 1, 33), (10, 10, 9, 1, 10), (4, 50, 2, 2, 50), (1, 30, 1, 1, 50)],
+)
+def test_a_canary_takes_its_share_from_the_stable_pods(
+    replicas: int, weight: int, stable: int, canary: int, share: int
+) -> None:
+    strategy = {"type": "Canary", "canary": {"weight": weight}}
+    owner = mdep(replicas=replicas, strategy=strategy, status=serving_v(1))
+    result = plan(Case(owner=owner, versions=[mv(1), mv(2)], stable=deployed(owner, 1, replicas=replicas)))
+    sizes = {
+        change.name: (change.body or {}).get("spec", {}).get("replicas")
+        for change in result.changes
+        if change.kind == "Deployment"
+    }
+    assert sizes == (
+        {"iris-canary": canary} if stable == replicas else {"iris": stable, "iris-canary": canary}
+    )
+    assert result.outcome.status["canaryShare"] == share
+    assert f"{share}% of the serving pods" in result.outcome.events[0].message
+
+
+def test_an_autoscaled_stable_keeps_its_size_and_the_canary_is_added() -> None:
+    owner = mdep(strategy={"type": "Canary", "canary": {"weight": 25}}, autoscaling={"maxReplicas": 9})
+    owner["status"] = serving_v(1)
+    result = plan(Case(owner=owner, versions=[mv(1), mv(2)], stable=deployed(owner, 1, replicas=6), hpa=True))
+    [canary] = [c for c in result.changes if c.kind == "Deployment"]
+    assert (canary.name, canary.body["spec"]["replicas"]) == ("iris-canary", 2)  # type: ignore[index]
+    assert result.outcome.status["canaryShare"] == 25

@@ -14,8 +14,9 @@ One level-triggered reconcile: observe (the versions and the children), plan (th
    fully served, the failed version, the history):
    - Rolling: the stable template runs the target; the Deployment controller replaces pods one by
      one (maxSurge 1, maxUnavailable 0). When its pods are all ready, the target is served.
-   - Canary: the stable Deployment keeps the served version; `<mdep>-canary` runs the target with
-     ceil(replicas * weight / 100) pods behind the same Service. Once the canary has been
+   - Canary: the stable Deployment keeps the served version; `<mdep>-canary` runs the target behind
+     the same Service, the replicas split between them as close to the weight as their number
+     allows (`serving.canary_split`; status.canaryShare is the share in effect). Once the canary has been
      Available for `promoteAfterSeconds` (its Available condition's lastTransitionTime), the
      stable template is patched to the target; when that rollout completes the canary is deleted.
    - A new version whose Deployment reports `ProgressDeadlineExceeded` (its pods did not become

@@ -12,9 +12,11 @@ The rules (docs/serving.md):
 - Only Validated versions are served. `latest` is the newest Validated version; a pinned version
   still being validated is waited for; a rejected or missing one stalls.
 - Rolling: the stable template runs the target; the Deployment controller replaces pods one by one.
-- Canary: the stable Deployment keeps the served version, `<mdep>-canary` runs the target on the
-  share of the pods the weight asks for; healthy for `promoteAfterSeconds`, the stable template
-  takes the target and the canary is deleted once that rollout completes.
+- Canary: the stable Deployment keeps the served version, `<mdep>-canary` runs the target; the
+  replicas are split between them so the canary's share of the pods (and so of the Service's
+  requests) is as close to the weight as the replica count allows. Healthy for
+  `promoteAfterSeconds`, the stable template takes the target (on every replica) and the canary
+  is deleted once that rollout completes.
 - A new version whose Deployment reports `ProgressDeadlineExceeded` is rolled back and recorded in
   `failedVersion`; it is not tried again in this generation.
 """
@@ -414,6 +416,15 @@ def plan_rollout(
             if not already_failed:
                 events.append(Event("RolledBack" if blocked else DEADLINE_REASON, message, "Warning"))
 
+    # --- during a canary the two tracks share the pods as the weight says ---------------------
+    full_size = stable_size
+    canary_size = 0
+    if canary_mv is not None:
+        if manage_replicas:
+            stable_size, canary_size = serving.canary_split(spec.replicas, canary_settings.weight)
+        else:
+            canary_size = serving.canary_beside(stable_size, canary_settings.weight)
+
     # --- the stable Deployment ---------------------------------------------------------------
     if stable_mv is not None:
         desired = serving.deployment(
@@ -440,16 +451,20 @@ def plan_rollout(
     # --- the canary Deployment -----------------------------------------------------------------
     promoting = False
     if canary_mv is not None and stable is not None:
-        size = serving.canary_replicas(desired_replicas(stable), canary_settings.weight)
-        desired = serving.deployment(mdep, canary_mv, track=serving.CANARY, replicas=size, settings=settings)
+        desired = serving.deployment(
+            mdep, canary_mv, track=serving.CANARY, replicas=canary_size, settings=settings
+        )
         before = template_version(canary)
         canary, change = converge_deployment(canary, desired, manage_replicas=True)
         changes.set(change)
         if template_version(canary) != before:
+            stable_pods = desired_replicas(stable)
+            share = serving.canary_share(stable_pods, canary_size)
             events.append(
                 Event(
                     "CanaryStarted",
-                    f"canary of version {target_version} on {size} pod(s) beside version {served}",
+                    f"canary of version {target_version} on {canary_size} pod(s) beside {stable_pods} of "
+                    f"version {served}: {share}% of the serving pods, and so of the requests",
                 )
             )
             record(history, target_version, "InProgress", stamp)
@@ -458,7 +473,7 @@ def plan_rollout(
             healthy_for = (now - since).total_seconds()
             if healthy_for >= canary_settings.promote_after_seconds:
                 desired = serving.deployment(
-                    mdep, target, track=serving.STABLE, replicas=stable_size, settings=settings
+                    mdep, target, track=serving.STABLE, replicas=full_size, settings=settings
                 )
                 stable, change = converge_deployment(
                     observed.stable, desired, manage_replicas=manage_replicas
@@ -574,6 +589,11 @@ def plan_rollout(
         "servedVersion": served,
         "modelVersion": served_name if served is not None else None,
         "canaryVersion": template_version(canary),
+        "canaryShare": (
+            None
+            if canary is None
+            else serving.canary_share(desired_replicas(stable), desired_replicas(canary))
+        ),
         "failedVersion": failed_version,
         "replicas": want_count,
         "readyReplicas": ready_count,
