@@ -26,6 +26,7 @@ from modelcycle.controllers import (  # noqa: F401  (imported to register their 
     modelversion,
     rbac,
     runtime,
+    scheduler,
     trainingrun,
 )
 
@@ -138,7 +139,7 @@ def connection_info(config: Any) -> kopf.ConnectionInfo:
     )
 
 
-def build_registry(runner: runtime.Runner, *, priority: int) -> kopf.OperatorRegistry:
+def build_registry(runner: scheduler.Runner, *, priority: int) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
             raise errors.UserError(f"kubeconfig {args.kubeconfig} does not exist")
         os.environ["KUBECONFIG"] = args.kubeconfig
     client = kube.Client(kube.load_configuration(kubeconfig=args.kubeconfig))
-    runner = runtime.Runner(runtime.Context(client=client, settings=settings_from(args)))
+    runner = scheduler.Runner(runtime.Context(client=client, settings=settings_from(args)))
     registry = build_registry(runner, priority=args.priority)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.bind_address)
