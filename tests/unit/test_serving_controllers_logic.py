@@ -12,7 +12,7 @@ from modelcycle.api import modelmonitor as monitor_api
 from modelcycle.builders import serving
 from modelcycle.controllers import modeldeployment as mdep
 from modelcycle.controllers import modelmonitor as mmon
-from modelcycle.controllers import runtime
+from modelcycle.controllers import registry, runtime
 from modelcycle.planners import rollout
 
 
@@ -191,9 +191,9 @@ def test_gauges_follow_the_features_and_disappear_with_the_monitor() -> None:
 
 
 def test_forget_hook_is_registered_with_the_runtime() -> None:
-    registration = runtime.REGISTRY["ModelMonitor"]
+    registration = registry.REGISTRY["ModelMonitor"]
     assert registration.on_delete is mmon.forget_monitor
-    assert runtime.REGISTRY["ModelDeployment"].dependents == ("ModelMonitor",)
+    assert registry.REGISTRY["ModelDeployment"].dependents == ("ModelMonitor",)
 
 
 def test_rbac_rules_are_explicit() -> None:

@@ -223,4 +223,6 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     )
 
 
-runtime.register(kinds.DATASET, reconcile, dependents=("TrainingRun", "ModelVersion"))
+CONTROLLER = runtime.Registration(
+    kinds.DATASET, reconcile, tuple(RBAC_RULES), dependents=("TrainingRun", "ModelVersion")
+)

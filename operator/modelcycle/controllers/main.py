@@ -16,19 +16,9 @@ import kopf
 import prometheus_client
 
 from modelcycle import GROUP, VERSION, errors, kubeclient
-from modelcycle.api import kinds
 from modelcycle.builders import meta, pods
-from modelcycle.controllers import (  # noqa: F401  (imported to register their reconcilers)
-    dataset,
-    kube,
-    modeldeployment,
-    modelmonitor,
-    modelversion,
-    rbac,
-    runtime,
-    scheduler,
-    trainingrun,
-)
+from modelcycle.controllers import kube, rbac, runtime, scheduler
+from modelcycle.controllers.registry import REGISTRY
 
 logger = logging.getLogger("modelcycle.operator")
 CHILD_KINDS = (("batch", "v1", "jobs"), ("apps", "v1", "deployments"))
@@ -167,7 +157,7 @@ def build_registry(runner: scheduler.Runner, *, priority: int) -> kopf.OperatorR
     def reconciles_probe(**_: Any) -> float:
         return sum(sample.value for metric in runtime.RECONCILES.collect() for sample in metric.samples)
 
-    for kind in kinds.ALL:
+    for kind in (controller.kind for controller in runner.registry.values()):
 
         def make_handler(kind_name: str) -> Any:
             async def on_event(event: dict[str, Any], **_: Any) -> None:
@@ -213,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
             raise errors.UserError(f"kubeconfig {args.kubeconfig} does not exist")
         os.environ["KUBECONFIG"] = args.kubeconfig
     client = kube.Client(kube.load_configuration(kubeconfig=args.kubeconfig))
-    runner = scheduler.Runner(runtime.Context(client=client, settings=settings_from(args)))
+    runner = scheduler.Runner(runtime.Context(client=client, settings=settings_from(args)), registry=REGISTRY)
     registry = build_registry(runner, priority=args.priority)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.bind_address)

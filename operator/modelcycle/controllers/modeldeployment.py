@@ -111,4 +111,6 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     return plan.outcome
 
 
-runtime.register(kinds.MODEL_DEPLOYMENT, reconcile, dependents=("ModelMonitor",))
+CONTROLLER = runtime.Registration(
+    kinds.MODEL_DEPLOYMENT, reconcile, tuple(RBAC_RULES), dependents=("ModelMonitor",)
+)

@@ -482,4 +482,4 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     return runtime.Outcome(status=new_status, events=events, requeue_after=float(interval))
 
 
-runtime.register(kinds.MODEL_MONITOR, reconcile, on_delete=forget_monitor)
+CONTROLLER = runtime.Registration(kinds.MODEL_MONITOR, reconcile, tuple(RBAC_RULES), on_delete=forget_monitor)

@@ -208,4 +208,6 @@ def reconcile(version: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     return runtime.Outcome(status={**status, "conditions": updated, "phase": phase}, events=events)
 
 
-runtime.register(kinds.MODEL_VERSION, reconcile, dependents=("ModelDeployment",))
+CONTROLLER = runtime.Registration(
+    kinds.MODEL_VERSION, reconcile, tuple(RBAC_RULES), dependents=("ModelDeployment",)
+)

@@ -123,29 +123,18 @@ class Context:
 Reconcile = Callable[[dict[str, Any], Context], Outcome]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Registration:
+    """One controller: its kind, its reconcile, and the RBAC rules the reconcile needs."""
+
     kind: kinds.Kind
     reconcile: Reconcile
+    rbac_rules: tuple[dict[str, Any], ...] = ()
+    """PolicyRules of what the reconcile calls (controllers/rbac.py makes the ClusterRole of them all)."""
     dependents: tuple[str, ...] = ()
     """Kinds whose objects in the same namespace are reconciled when one of these changes."""
     on_delete: Callable[[dict[str, Any]], None] | None = None
     """Called with the object when it is deleted (e.g. to drop its metrics series)."""
-
-
-REGISTRY: dict[str, Registration] = {}
-
-
-def register(
-    kind: kinds.Kind,
-    reconcile: Reconcile,
-    *,
-    dependents: tuple[str, ...] = (),
-    on_delete: Callable[[dict[str, Any]], None] | None = None,
-) -> None:
-    REGISTRY[kind.kind] = Registration(
-        kind=kind, reconcile=reconcile, dependents=dependents, on_delete=on_delete
-    )
 
 
 def emit_event(client: kube.Client, obj: dict[str, Any], event: Event) -> None:

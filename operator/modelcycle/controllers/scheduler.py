@@ -167,12 +167,12 @@ class Runner:
         self,
         ctx: runtime.Context,
         *,
-        registry: Mapping[str, runtime.Registration] | None = None,
+        registry: Mapping[str, runtime.Registration],
         clock: Callable[[], float] = time.monotonic,
         workers: int = 8,
     ) -> None:
         self.ctx = ctx
-        self.registry = runtime.REGISTRY if registry is None else registry
+        self.registry = registry
         settings = ctx.settings
         self.schedule = Schedule(
             clock=clock,

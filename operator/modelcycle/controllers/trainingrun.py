@@ -282,4 +282,4 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     return outcome
 
 
-runtime.register(kinds.TRAINING_RUN, reconcile)
+CONTROLLER = runtime.Registration(kinds.TRAINING_RUN, reconcile, tuple(RBAC_RULES))
