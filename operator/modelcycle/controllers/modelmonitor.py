@@ -238,7 +238,7 @@ def _not_monitoring(
         reason=reason,
         message=message,
         reconciling=True,
-        extra=((conditions.DRIFT_DETECTED, "Unknown", reason, message),),
+        extra=(runtime.ConditionUpdate(conditions.DRIFT_DETECTED, "Unknown", reason, message),),
     )
     status: dict[str, Any] = {"conditions": updated, "phase": "Waiting"}
     if served is not None:
@@ -429,10 +429,10 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     dropped, performance_message = _performance_check(spec, performance, drift_settings.min_samples)
     if spec.performance is not None:
         new_status["performance"] = {k: float(v) for k, v in performance.items() if math.isfinite(v)} or None
-    extra: list[tuple[str, bool | str, str, str]] = [(conditions.DRIFT_DETECTED, *drift_condition)]
+    extra = [runtime.ConditionUpdate(conditions.DRIFT_DETECTED, *drift_condition)]
     if spec.performance is not None:
         extra.append(
-            (
+            runtime.ConditionUpdate(
                 PERFORMANCE_DEGRADED,
                 "Unknown" if dropped is None else dropped,
                 "InsufficientFeedback" if dropped is None else ("BelowTarget" if dropped else "WithinTarget"),
@@ -471,7 +471,7 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             events += decision.events  # (else the condition keeps saying it)
 
     updated = runtime.progress_conditions(
-        obj, ready=True, reason=ready_reason, message=ready_message, reconciling=False, extra=tuple(extra)
+        obj, ready=True, reason=ready_reason, message=ready_message, reconciling=False, extra=extra
     )
     if spec.performance is None:
         updated = conditions.remove(updated, PERFORMANCE_DEGRADED)

@@ -200,8 +200,8 @@ def reconcile(version: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     updated = runtime.updated_conditions(
         version,
         [
-            (conditions.READY, True, phase, ready_message),
-            (conditions.VALIDATED, bool(result["validated"]), reason, summary),
+            runtime.ConditionUpdate(conditions.READY, True, phase, ready_message),
+            runtime.ConditionUpdate(conditions.VALIDATED, bool(result["validated"]), reason, summary),
         ],
         remove=(conditions.STALLED, conditions.RECONCILING),
     )

@@ -24,6 +24,7 @@ from modelcycle.planners.clock import now as now
 from modelcycle.planners.clock import parse_time as parse_time
 from modelcycle.planners.clock import rfc3339 as rfc3339
 from modelcycle.planners.outcomes import Change
+from modelcycle.planners.outcomes import ConditionUpdate as ConditionUpdate
 from modelcycle.planners.outcomes import Event as Event
 from modelcycle.planners.outcomes import Outcome as Outcome
 from modelcycle.planners.outcomes import Stalled as Stalled

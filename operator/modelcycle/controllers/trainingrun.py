@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelcycle import GROUP
-from modelcycle.api import conditions, kinds
+from modelcycle.api import conditions, kinds, trainingrun
 from modelcycle.builders import jobs, modelversions
 from modelcycle.controllers import kube, runtime, workload
 
@@ -124,8 +124,8 @@ def _registered(
     updated = runtime.updated_conditions(
         run,
         [
-            (conditions.READY, True, "ModelRegistered", message),
-            (conditions.SUCCEEDED, True, "ModelRegistered", message),
+            runtime.ConditionUpdate(conditions.READY, True, "ModelRegistered", message),
+            runtime.ConditionUpdate(conditions.SUCCEEDED, True, "ModelRegistered", message),
         ],
         remove=(conditions.STALLED, conditions.RECONCILING),
     )
@@ -160,7 +160,7 @@ def _waiting(
 
 def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     client = ctx.client
-    spec = run.get("spec") or {}
+    spec = trainingrun.TrainingRunSpec.model_validate(run.get("spec") or {})
     namespace = run["metadata"]["namespace"]
     job_name = jobs.training_job_name(run)
 
@@ -206,7 +206,7 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         )
 
     if job is None:
-        ref = str((spec.get("datasetRef") or {}).get("name") or "")
+        ref = spec.dataset_ref.name
         dataset = client.get_or_none(kind="Dataset", namespace=namespace, name=ref)
         if dataset is None:
             raise runtime.Stalled(
@@ -225,7 +225,7 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
                 succeeded_reason="WaitingForDataset",
             )
         job = ctx.ensure_child(
-            jobs.training_job(run, snapshot=snapshot, settings=ctx.settings.workload), owner=run
+            jobs.training_job(run, spec=spec, snapshot=snapshot, settings=ctx.settings.workload), owner=run
         )
         events.append(
             runtime.Event(
@@ -274,7 +274,7 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             message=f"training Job {job_name} succeeded but reported no artifact; "
             "delete the Job to train again",
             status=base,
-            extra=((conditions.SUCCEEDED, "Unknown", "ResultMissing", "no result"),),
+            extra=(runtime.ConditionUpdate(conditions.SUCCEEDED, "Unknown", "ResultMissing", "no result"),),
         )
     version = register(client, run, job, result)
     outcome = _registered(run, version, job, result)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from modelcycle.api import conditions
 from modelcycle.planners import clock
@@ -58,8 +58,13 @@ class Change:
     api_version: str | None = None
 
 
-ConditionUpdate = tuple[str, bool | str, str, str]
-"""(type, status, reason, message) of one condition to set."""
+class ConditionUpdate(NamedTuple):
+    """One condition to set."""
+
+    type: str
+    status: bool | str
+    reason: str
+    message: str
 
 
 def updated_conditions(
@@ -106,7 +111,11 @@ def stalled_outcome(
     current = (obj.get("status") or {}).get("conditions")
     updated = updated_conditions(
         obj,
-        [(conditions.STALLED, True, reason, message), (conditions.READY, False, reason, message), *extra],
+        [
+            ConditionUpdate(conditions.STALLED, True, reason, message),
+            ConditionUpdate(conditions.READY, False, reason, message),
+            *extra,
+        ],
         remove=(conditions.RECONCILING,),
     )
     previous = conditions.find(current, conditions.STALLED)
@@ -134,9 +143,9 @@ def progress_conditions(
 
     extra: (type, status, reason, message) of kind-specific conditions such as Validated.
     """
-    updates: list[ConditionUpdate] = [(conditions.READY, ready, reason, message)]
+    updates: list[ConditionUpdate] = [ConditionUpdate(conditions.READY, ready, reason, message)]
     if reconciling:
-        updates.append((conditions.RECONCILING, True, reason, message))
+        updates.append(ConditionUpdate(conditions.RECONCILING, True, reason, message))
     return updated_conditions(
         obj,
         [*updates, *extra],
@@ -164,7 +173,7 @@ def in_progress_outcome(
         reason=reason,
         message=message,
         reconciling=True,
-        extra=((verdict_type, "Unknown", verdict_reason, message),),
+        extra=(ConditionUpdate(verdict_type, "Unknown", verdict_reason, message),),
     )
     return Outcome(
         status={**(status or {}), "conditions": updated, "phase": reason},

@@ -91,7 +91,13 @@ def plan_retrain(
             "RetrainSourceMissing", text, events=[Event("RetrainSourceMissing", text, "Warning")]
         )
     manifest = retraining.retraining_run(
-        monitor, source, trigger=trigger, now_epoch=now, message=message, served_version=served_version
+        monitor,
+        source,
+        retrain=retrain,
+        trigger=trigger,
+        now_epoch=now,
+        message=message,
+        served_version=served_version,
     )
     run_name = manifest["metadata"]["name"]
     history = [r for r in status.get("retrainRuns") or [] if r != run_name] + [run_name]

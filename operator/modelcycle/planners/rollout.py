@@ -33,6 +33,7 @@ from modelcycle.builders import meta, pods, serving
 from modelcycle.planners import clock
 from modelcycle.planners.outcomes import (
     Change,
+    ConditionUpdate,
     Event,
     Outcome,
     Stalled,
@@ -566,8 +567,8 @@ def plan_rollout(
         ready_message = f"version {served} served by {ready_count}/{want_count} replica(s)"
         phase = "Serving"
     extra = [
-        (conditions.AVAILABLE, *available),
-        (
+        ConditionUpdate(conditions.AVAILABLE, *available),
+        ConditionUpdate(
             conditions.DEGRADED,
             failure is not None,
             failure[0] if failure else "RolloutHealthy",
@@ -575,7 +576,7 @@ def plan_rollout(
         ),
     ]
     if failure is not None:
-        extra.append((conditions.STALLED, True, failure[0], failure[1]))
+        extra.append(ConditionUpdate(conditions.STALLED, True, *failure))
     updated = progress_conditions(
         mdep,
         ready=ready,
