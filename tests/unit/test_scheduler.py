@@ -156,8 +156,12 @@ class MemoryClient:
     def get_or_none(self, *, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, namespace, name))
 
-    def patch(self, *, kind: str, namespace: str, name: str, patch: dict[str, Any], subresource: str) -> None:
-        self.objects[(kind, namespace, name)].setdefault("status", {}).update(patch["status"])
+    def patch(
+        self, *, kind: str, namespace: str, name: str, patch: dict[str, Any], subresource: str
+    ) -> dict[str, Any]:
+        obj = self.objects[(kind, namespace, name)]
+        obj.setdefault("status", {}).update(patch["status"])
+        return obj
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         return body

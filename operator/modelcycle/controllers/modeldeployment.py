@@ -78,14 +78,14 @@ def _owned_or_stall(existing: dict[str, Any] | None, owner: dict[str, Any]) -> d
 
 
 def _get(ctx: runtime.Context, owner: dict[str, Any], kind: str, name: str) -> dict[str, Any] | None:
-    found = ctx.client.get_or_none(kind=kind, namespace=owner["metadata"]["namespace"], name=name)
+    found = ctx.reads.get_or_none(kind=kind, namespace=owner["metadata"]["namespace"], name=name)
     return _owned_or_stall(found, owner)
 
 
 def observe(obj: dict[str, Any], ctx: runtime.Context, model: str) -> rollout.Observed:
     """The model's ModelVersions and this ModelDeployment's children (each must be owned by it)."""
     namespace = obj["metadata"]["namespace"]
-    versions = rollout.model_versions(ctx.client.list(kind="ModelVersion", namespace=namespace), model)
+    versions = rollout.model_versions(ctx.reads.list(kind="ModelVersion", namespace=namespace), model)
     return rollout.Observed(
         versions=versions,
         stable=_get(ctx, obj, "Deployment", serving.deployment_name(obj, serving.STABLE)),

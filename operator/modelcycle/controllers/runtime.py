@@ -19,7 +19,7 @@ import prometheus_client
 
 from modelcycle.api import kinds
 from modelcycle.builders import meta, pods
-from modelcycle.controllers import kube
+from modelcycle.controllers import cache, kube
 from modelcycle.planners.clock import now as now
 from modelcycle.planners.clock import parse_time as parse_time
 from modelcycle.planners.clock import rfc3339 as rfc3339
@@ -67,10 +67,20 @@ class Settings:
 
 @dataclass
 class Context:
-    """What a reconcile may use: the cluster client, settings, and helpers for children."""
+    """What a reconcile may use: the cluster client, settings, and helpers for children.
+
+    `reads` answers get_or_none and list from the watch-fed store for the kinds it holds (the five
+    kinds, and the Jobs and Deployments the operator labels), else from the API server; the
+    operator's own writes are remembered in it.
+    """
 
     client: kube.Client
     settings: Settings
+    store: cache.Store | None = None
+    reads: cache.Reads = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads = cache.Reads(self.client, self.store)
 
     def now(self) -> str:
         return now()
@@ -78,7 +88,7 @@ class Context:
     def ensure_child(self, manifest: dict[str, Any], *, owner: dict[str, Any]) -> dict[str, Any]:
         """Create the child; on 409 adopt the existing one when the owner matches (restart-safe)."""
         try:
-            return self.client.create(manifest)
+            created = self.client.create(manifest)
         except kube.Conflict:
             existing = self.client.get(
                 kind=manifest["kind"],
@@ -93,7 +103,10 @@ class Context:
                     f"{manifest['kind']} {manifest['metadata']['name']} exists and is not owned by this "
                     f"{owner['kind']}; delete or rename it",
                 ) from None
+            self.reads.remember(existing)
             return existing
+        self.reads.remember(created)
+        return created
 
     def apply(self, change: Change, *, owner: dict[str, Any]) -> None:
         """Make one write a planner decided, to a child in the owner's namespace."""
@@ -101,15 +114,16 @@ class Context:
         if change.verb == "create" and change.body is not None:
             self.ensure_child(change.body, owner=owner)
         elif change.verb == "replace" and change.body is not None:
-            self.client.replace(change.body)
+            self.reads.remember(self.client.replace(change.body))
         elif change.verb == "patch" and change.body is not None:
-            self.client.patch(
+            patched = self.client.patch(
                 kind=change.kind,
                 api_version=change.api_version,
                 namespace=namespace,
                 name=change.name,
                 patch=change.body,
             )
+            self.reads.remember(patched)
         elif change.verb == "delete":
             self.client.delete(
                 kind=change.kind, api_version=change.api_version, namespace=namespace, name=change.name

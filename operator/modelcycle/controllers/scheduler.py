@@ -18,17 +18,20 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from modelcycle.api import conditions
+from modelcycle.builders import meta
 from modelcycle.controllers import kube, runtime
 
 logger = logging.getLogger("modelcycle.operator")
 
 RERUN_DELAY_SECONDS = 0.2
+CHILD_KINDS = ("Job", "Deployment")
+"""Children the watches deliver (those labelled with their owner's kind) and the store holds."""
 
 
 class Key(NamedTuple):
@@ -170,9 +173,12 @@ class Runner:
         registry: Mapping[str, runtime.Registration],
         clock: Callable[[], float] = time.monotonic,
         workers: int = 8,
+        namespaces: Sequence[str] = (),
     ) -> None:
         self.ctx = ctx
         self.registry = registry
+        self.namespaces: list[str | None] = list(namespaces)
+        """Where the watches look (empty: every namespace); the store is filled from the same."""
         settings = ctx.settings
         self.schedule = Schedule(
             clock=clock,
@@ -197,7 +203,16 @@ class Runner:
             except Exception:  # cleanup must never take the watch down
                 logger.exception("on_delete of %s %s failed", kind, obj["metadata"].get("name"))
 
+    def _cache(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        store = self.ctx.store
+        if store is not None and store.synced(kind):
+            if event_type == "DELETED":
+                store.delete({**obj, "kind": kind})
+            else:
+                store.put({**obj, "kind": kind})
+
     async def on_object_event(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        self._cache(kind, event_type, obj)
         if event_type == "DELETED" or obj["metadata"].get("deletionTimestamp"):
             self.forget(kind, obj)
             self.poke_dependents(kind, obj["metadata"]["namespace"])
@@ -206,7 +221,9 @@ class Runner:
         if self.schedule.track(key, uid=obj["metadata"]["uid"], generation=obj["metadata"].get("generation")):
             await self.reconcile(key)
 
-    async def on_child_event(self, child: dict[str, Any]) -> None:
+    async def on_child_event(self, kind: str, event_type: str, child: dict[str, Any]) -> None:
+        """A Job or Deployment the operator labelled changed: its owner is due."""
+        self._cache(kind, event_type, child)
         metadata = child.get("metadata", {})
         for ref in metadata.get("ownerReferences", []):
             if ref.get("controller") and ref.get("kind") in self.registry:
@@ -248,7 +265,7 @@ class Runner:
         kind, namespace, name = key
         registration = self.registry[kind]
         client = self.ctx.client
-        obj = client.get_or_none(kind=kind, namespace=namespace, name=name)
+        obj = self.ctx.reads.get_or_none(kind=kind, namespace=namespace, name=name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return False
         generation = obj["metadata"].get("generation")
@@ -285,9 +302,12 @@ class Runner:
         if new_status != status_before:
             patch = {"status": {**outcome.status, "observedGeneration": generation}}
             try:
-                client.patch(kind=kind, namespace=namespace, name=name, patch=patch, subresource="status")
+                patched = client.patch(
+                    kind=kind, namespace=namespace, name=name, patch=patch, subresource="status"
+                )
             except kube.NotFound:
                 return False
+            self.ctx.reads.remember({**patched, "kind": kind})
         for event in outcome.events:
             runtime.emit_event(client, obj, event)
         if key in self.schedule:  # not deleted meanwhile (its series would outlive it)
@@ -295,9 +315,32 @@ class Runner:
             runtime.OBJECT_READY.labels(*key).set(1 if ready else 0)
         return bool(new_status.get("conditions") != status_before.get("conditions"))
 
-    def start(self) -> None:
-        """Start the due-queue loop on the running event loop (from kopf's startup handler)."""
+    def fill_store(self) -> None:
+        """One LIST per cached kind (in the watched namespaces) so that reconciles can read the store.
+
+        Namespace patterns (globs) are not listed: the store then stays empty and reads go to the
+        API server. Any failure leaves that kind to the API server too."""
+        store = self.ctx.store
+        if store is None or any(set(ns or "") & set("*?[!,") for ns in self.namespaces):
+            return
+        wanted = [(kind, None) for kind in self.registry] + [(kind, meta.OWNER_KIND) for kind in CHILD_KINDS]
+        for kind, selector in wanted:
+            try:
+                items = [
+                    obj
+                    for namespace in self.namespaces or [None]  # None: every namespace
+                    for obj in self.ctx.client.list(kind=kind, namespace=namespace, label_selector=selector)
+                ]
+            except kube.ApiError as exc:
+                logger.warning("not caching %s: %s", kind, exc)
+                continue
+            store.fill(kind, items)
+
+    async def start(self) -> None:
+        """Fill the store, then start the due-queue loop (from kopf's startup handler, before the
+        watches start: they then bring the store up to date)."""
         self._loop = asyncio.get_running_loop()
+        await self._loop.run_in_executor(self._executor, self.fill_store)
         task = self._loop.create_task(self.run_due_forever())
         self._tasks.add(task)
 

@@ -164,10 +164,11 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     namespace = run["metadata"]["namespace"]
     job_name = jobs.training_job_name(run)
 
-    mine = client.list(
+    # From the watch-fed store: a new run costs the Job's create, its Event and the status patch.
+    mine = ctx.reads.list(
         kind="ModelVersion", namespace=namespace, label_selector=modelversions.run_selector(run)
     )
-    job = client.get_or_none(kind="Job", namespace=namespace, name=job_name)
+    job = ctx.reads.get_or_none(kind="Job", namespace=namespace, name=job_name)
     if job is not None and run["metadata"]["uid"] not in {
         r.get("uid") for r in job["metadata"].get("ownerReferences") or []
     }:
@@ -207,7 +208,7 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
 
     if job is None:
         ref = spec.dataset_ref.name
-        dataset = client.get_or_none(kind="Dataset", namespace=namespace, name=ref)
+        dataset = ctx.reads.get_or_none(kind="Dataset", namespace=namespace, name=ref)
         if dataset is None:
             raise runtime.Stalled(
                 "DatasetNotFound",
