@@ -22,29 +22,34 @@ Needs the control-plane binaries (`make setup`; MODELCYCLE_BIN_DIR points elsewh
 
 from __future__ import annotations
 
-import argparse
-import collections
-import concurrent.futures
-import contextlib
-import json
 import os
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-import urllib.request
-from pathlib import Path
-from typing import Any
 
-import kubernetes
-import yaml
+# Run as a script, this file's directory comes first on sys.path, and this module's name would
+# shadow the standard library's `operator` (enum, re and argparse import it): take it off.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-from modelcycle import API_VERSION
-from modelcycle.controllers import kube
-from modelcycle.local.controlplane import ControlPlane
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import concurrent.futures  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import kubernetes  # noqa: E402
+import yaml  # noqa: E402
+
+from modelcycle import API_VERSION  # noqa: E402
+from modelcycle.controllers import kube  # noqa: E402
+from modelcycle.local.controlplane import ControlPlane  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
