@@ -54,6 +54,7 @@ from modelcycle.local.controlplane import ControlPlane  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
 RAW_LABEL = "bench/raw"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 OPERATOR_AGENT = "modelcycle-operator"
 TARGETS = {"ratio": 0.5, "p99": 5.0, "rss_mb": 200.0, "rss_back": 0.10, "requests": 3.0}
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -130,12 +131,12 @@ def apply_crds(client: kube.Client) -> None:
     for path in sorted((ROOT / "crds").glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         with contextlib.suppress(kube.Conflict):
-            client.create(crd)
+            client.kube.request("POST", CRDS, body=crd)
         wait(lambda c=crd: established(client, c["metadata"]["name"]), what=f"CRD {crd['metadata']['name']}")
 
 
 def established(client: kube.Client, name: str) -> bool:
-    crd = client.kube.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    crd = client.kube.request("GET", f"{CRDS}/{name}")
     return any(
         c.get("type") == "Established" and c.get("status") == "True"
         for c in (crd.get("status") or {}).get("conditions") or []
@@ -246,16 +247,28 @@ class JobWatch(threading.Thread):
         self.running = True
 
     def run(self) -> None:
-        version = self.api.list_namespaced_job(NAMESPACE).metadata.resource_version
+        version = None
         while self.running:
-            stream = kubernetes.watch.Watch()
-            for event in stream.stream(
-                self.api.list_namespaced_job, NAMESPACE, resource_version=version, timeout_seconds=5
-            ):
-                job = event["object"]
-                version = job.metadata.resource_version
-                if event["type"] == "ADDED":
-                    self.seen.setdefault(job.metadata.name, time.monotonic())
+            try:
+                if version is None:  # (re)list: a Job missed by a broken watch counts from now
+                    listed = self.api.list_namespaced_job(NAMESPACE)
+                    for job in listed.items:
+                        self.seen.setdefault(job.metadata.name, time.monotonic())
+                    version = listed.metadata.resource_version
+                stream = kubernetes.watch.Watch()
+                for event in stream.stream(
+                    self.api.list_namespaced_job, NAMESPACE, resource_version=version, timeout_seconds=5
+                ):
+                    job = event["object"]
+                    if event["type"] == "ERROR" or not hasattr(job, "metadata"):
+                        version = None
+                        break
+                    version = job.metadata.resource_version
+                    if event["type"] == "ADDED":
+                        self.seen.setdefault(job.metadata.name, time.monotonic())
+            except Exception:  # an expired version or a dropped connection: list again
+                version = None
+                time.sleep(0.2)
 
 
 def create_all(client: kube.Client, manifests: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
@@ -369,6 +382,7 @@ def main() -> int:
         ControlPlane(state_dir=Path(tmp) / "cp") as plane,
     ):
         client = kube.Client(kube.load_configuration(kubeconfig=str(plane.kubeconfig)))
+        client.kube.user_agent = "modelcycle-benchmark"  # so the audit log tells its requests apart
         apply_crds(client)
         client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         wait(
