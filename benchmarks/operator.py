@@ -287,7 +287,11 @@ def create_all(client: kube.Client, manifests: list[dict[str, Any]], concurrency
 def delete_all(client: kube.Client, *, kind: str, label_selector: str | None = None) -> None:
     path = kube.path(kind=kind, namespace=NAMESPACE)
     client.kube.request(
-        "DELETE", path, params={"labelSelector": label_selector}, body={"propagationPolicy": "Background"}
+        "DELETE",
+        path,
+        params={"labelSelector": label_selector},
+        body={"propagationPolicy": "Background"},
+        timeout=600,  # a collection of 1,000 custom objects takes longer than a GET
     )
     wait(
         lambda: not client.list(kind=kind, namespace=NAMESPACE, label_selector=label_selector),
@@ -351,6 +355,9 @@ def burst(
     latencies = [watch.seen[f"{r}-train"] - created[r] for r in runs]
     requests = audit_requests(plane.audit_log, since, until)
 
+    print(f"N={n}: measured; {n / elapsed:.0f} Jobs/s (raw {raw_rate:.0f}/s), p99 "
+          f"{percentile(latencies, 0.99):.2f} s, {sum(requests.values()) / n:.2f} requests/run, "
+          f"{dict(requests.most_common())}", flush=True)  # fmt: skip
     delete_all(client, kind="TrainingRun")
     delete_all(client, kind="Job", label_selector="modelcycle.io/owner-kind=TrainingRun")
     time.sleep(15)  # let the operator drop what it held and the allocator settle
