@@ -315,9 +315,12 @@ def test_canary_runs_beside_the_stable_version_and_is_promoted(
 
         wait_for(canary_seen, timeout=60, what="the canary Deployment")
         canary = seen_canary[-1]
-        assert canary["spec"]["replicas"] == 2  # ceil(3 * 50 / 100)
+        # 3 replicas at weight 50: 1 of 3 pods (33%) and 2 of 3 (67%) are as close; the smaller canary.
+        assert canary["spec"]["replicas"] == 1
         assert template_version(canary) == "2"
-        assert template_version(get(client, "Deployment", namespace, "iris")) == "1"
+        stable = get(client, "Deployment", namespace, "iris")
+        assert template_version(stable) == "1"
+        assert stable["spec"]["replicas"] == 2  # type: ignore[index]
         # Both tracks are behind the one Service.
         service = get(client, "Service", namespace, "iris")
         assert service is not None
@@ -329,6 +332,7 @@ def test_canary_runs_beside_the_stable_version_and_is_promoted(
             timeout=30,
             what="status.canaryVersion",
         )
+        assert status_of(client, namespace)["canaryShare"] == 33
         assert condition(get(client, "ModelDeployment", namespace, "iris"), "Ready")["status"] == "False"
 
         # Healthy for promoteAfterSeconds: the stable template takes version 2, the canary goes.
@@ -340,9 +344,11 @@ def test_canary_runs_beside_the_stable_version_and_is_promoted(
             timeout=120,
             what="the canary promoted and removed",
         )
-    assert template_version(get(client, "Deployment", namespace, "iris")) == "2"
+    promoted = get(client, "Deployment", namespace, "iris")
+    assert template_version(promoted) == "2"
+    assert promoted["spec"]["replicas"] == 3  # type: ignore[index]
     status = status_of(client, namespace)
-    assert "canaryVersion" not in status
+    assert "canaryVersion" not in status and "canaryShare" not in status
     assert [(h["version"], h["outcome"]) for h in status["history"]] == [(1, "Superseded"), (2, "Serving")]
     reasons = [reason for _, reason, _ in events_of(client, namespace)]
     assert "CanaryStarted" in reasons and "Promoting" in reasons

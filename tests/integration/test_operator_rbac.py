@@ -123,6 +123,11 @@ _EDITS = (
     "ModelDeployment spec edits, rollouts, canary promotion and rollback (test_modeldeployment_controller)"
 )
 _RETRY = "deleting a failed Job to retry it (workload.delete_job_to_retry); the flow has no failed Job"
+_CACHED = (
+    "read from the operator's watch-fed store (controllers/cache.py); fetched from the API server only"
+    " when the store does not hold the kind (--namespace patterns, a failed start-up LIST) or to adopt"
+    " an existing child on 409"
+)
 NOT_EXERCISED_HERE: dict[Permission, str] = {
     ("", "namespaces", "list"): _NAMESPACED,
     ("", "namespaces", "watch"): _NAMESPACED,
@@ -140,6 +145,11 @@ NOT_EXERCISED_HERE: dict[Permission, str] = {
     ("autoscaling", "horizontalpodautoscalers", "update"): _EDITS,
     ("autoscaling", "horizontalpodautoscalers", "patch"): _EDITS,
     ("batch", "jobs", "delete"): _RETRY,
+    ("apps", "deployments", "get"): _CACHED,
+    ("modelcycle.io", "datasets", "get"): _CACHED,
+    ("modelcycle.io", "modeldeployments", "get"): _CACHED,
+    ("modelcycle.io", "modelversions", "get"): _CACHED,
+    ("modelcycle.io", "trainingruns", "get"): _CACHED,
 }
 
 

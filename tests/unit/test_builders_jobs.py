@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from modelcycle.api import trainingrun
 from modelcycle.builders import jobs, meta, modelversions, pods
 from modelcycle.workloads import data as data_workload
 from modelcycle.workloads import train as train_workload
@@ -57,10 +58,16 @@ def version(name: str = "iris-v1") -> dict[str, Any]:
 SNAPSHOT = {"uri": "pvc://datasets/sha256/x/data.parquet", "sha256": SHA, "profileUri": "pvc://p.json"}
 
 
+def training_job(obj: dict[str, Any]) -> dict[str, Any]:
+    """The training Job of `obj`, its spec parsed as the controller does."""
+    spec = trainingrun.TrainingRunSpec.model_validate(obj["spec"])
+    return jobs.training_job(obj, spec=spec, snapshot=SNAPSHOT, settings=SETTINGS)
+
+
 def all_jobs() -> list[dict[str, Any]]:
     return [
         jobs.data_job(dataset(), settings=SETTINGS),
-        jobs.training_job(run(), snapshot=SNAPSHOT, settings=SETTINGS),
+        training_job(run()),
         jobs.validation_job(version(), settings=SETTINGS, production=(2, {"accuracy": 0.9})),
     ]
 
@@ -199,7 +206,7 @@ def test_data_job_args_are_what_modelcycle_data_accepts() -> None:
 
 
 def test_training_job_args_carry_the_snapshot_and_its_annotations_record_it() -> None:
-    job = jobs.training_job(run(), snapshot=SNAPSHOT, settings=SETTINGS)
+    job = training_job(run())
     args = container(job)["args"]
     assert args[0] == "train"
     parsed = parse(train_workload.configure, args[1:])
@@ -219,7 +226,7 @@ def test_a_recreated_run_of_the_same_name_trains_into_its_own_directory() -> Non
     def run_dir_name(uid: str) -> str:
         recreated = run()
         recreated["metadata"]["uid"] = uid
-        job = jobs.training_job(recreated, snapshot=SNAPSHOT, settings=SETTINGS)
+        job = training_job(recreated)
         return str(parse(train_workload.configure, container(job)["args"][1:]).name)
 
     assert run_dir_name("aaaaaaaa-1111") != run_dir_name("bbbbbbbb-2222")
@@ -228,16 +235,14 @@ def test_a_recreated_run_of_the_same_name_trains_into_its_own_directory() -> Non
 
 def test_training_job_takes_image_resources_retries_and_deadline_from_the_run() -> None:
     resources = {"requests": {"cpu": "2"}, "limits": {"memory": "4Gi"}}
-    job = jobs.training_job(
-        run(image="example.com/train:1", resources=resources, backoffLimit=4, activeDeadlineSeconds=600),
-        snapshot=SNAPSHOT,
-        settings=SETTINGS,
+    job = training_job(
+        run(image="example.com/train:1", resources=resources, backoffLimit=4, activeDeadlineSeconds=600)
     )
     assert container(job)["image"] == "example.com/train:1"
     assert container(job)["resources"] == resources
     assert job["spec"]["backoffLimit"] == 4
     assert job["spec"]["activeDeadlineSeconds"] == 600
-    default = jobs.training_job(run(), snapshot=SNAPSHOT, settings=SETTINGS)
+    default = training_job(run())
     assert container(default)["image"] == SETTINGS.image
     assert default["spec"]["backoffLimit"] == 1 and default["spec"]["activeDeadlineSeconds"] == 3600
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from modelcycle.api import trainingrun
+from modelcycle.api import modelmonitor, trainingrun
 from modelcycle.builders import meta, retraining
 
 
@@ -16,6 +16,13 @@ def monitor(name: str = "iris-monitor", **retrain: Any) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": "ml", "uid": "mon-uid"},
         "spec": {"deploymentRef": {"name": "iris"}, "retrain": {"enabled": True, **retrain}},
     }
+
+
+def clone(owner: dict[str, Any], source: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """The retraining run of `owner`, its spec parsed as the controller does."""
+    retrain = modelmonitor.ModelMonitorSpec.model_validate(owner["spec"]).retrain
+    assert retrain is not None
+    return retraining.retraining_run(owner, source, retrain=retrain, **kwargs)
 
 
 def source_run() -> dict[str, Any]:
@@ -41,7 +48,7 @@ def source_run() -> dict[str, Any]:
 
 
 def test_clone_copies_the_spec_and_is_a_valid_trainingrun() -> None:
-    run = retraining.retraining_run(monitor(), source_run(), trigger="drift", now_epoch=1_000_000)
+    run = clone(monitor(), source_run(), trigger="drift", now_epoch=1_000_000)
     assert run["apiVersion"] == "modelcycle.io/v1alpha1"
     assert run["kind"] == "TrainingRun"
     assert run["spec"] == source_run()["spec"]
@@ -50,17 +57,13 @@ def test_clone_copies_the_spec_and_is_a_valid_trainingrun() -> None:
 
 
 def test_dataset_ref_is_replaced_when_the_monitor_names_fresh_data() -> None:
-    run = retraining.retraining_run(
-        monitor(datasetRef={"name": "iris-fresh"}), source_run(), trigger="drift", now_epoch=0
-    )
+    run = clone(monitor(datasetRef={"name": "iris-fresh"}), source_run(), trigger="drift", now_epoch=0)
     assert run["spec"]["datasetRef"] == {"name": "iris-fresh"}
     assert run["spec"]["estimator"] == source_run()["spec"]["estimator"]
 
 
 def test_record_without_owner_but_with_lineage_labels() -> None:
-    run = retraining.retraining_run(
-        monitor(), source_run(), trigger="performance", now_epoch=0, message="acc low"
-    )
+    run = clone(monitor(), source_run(), trigger="performance", now_epoch=0, message="acc low")
     metadata = run["metadata"]
     assert "ownerReferences" not in metadata
     assert metadata["namespace"] == "ml"
@@ -76,7 +79,7 @@ def test_record_without_owner_but_with_lineage_labels() -> None:
 def test_name_is_fixed_within_a_cooldown_window_and_changes_after() -> None:
     m = monitor(cooldownSeconds=3600)
     at = [
-        retraining.retraining_run(m, source_run(), trigger="drift", now_epoch=t)["metadata"]["name"]
+        clone(m, source_run(), trigger="drift", now_epoch=t)["metadata"]["name"]
         for t in (7200, 7200 + 1800, 7200 + 3599, 7200 + 3600)
     ]
     assert at[0] == at[1] == at[2] == "iris-monitor-retrain-2"
@@ -85,22 +88,20 @@ def test_name_is_fixed_within_a_cooldown_window_and_changes_after() -> None:
 
 def test_default_cooldown_is_an_hour_and_zero_cooldown_names_by_second() -> None:
     assert (
-        retraining.retraining_run(monitor(), source_run(), trigger="drift", now_epoch=7300)["metadata"][
-            "name"
-        ]
+        clone(monitor(), source_run(), trigger="drift", now_epoch=7300)["metadata"]["name"]
         == "iris-monitor-retrain-2"
     )
     zero = monitor(cooldownSeconds=0)
     assert (
-        retraining.retraining_run(zero, source_run(), trigger="drift", now_epoch=12.7)["metadata"]["name"]
+        clone(zero, source_run(), trigger="drift", now_epoch=12.7)["metadata"]["name"]
         == "iris-monitor-retrain-12"
     )
 
 
 def test_long_monitor_names_are_trimmed_deterministically() -> None:
     m = monitor("m" * 120)
-    first = retraining.retraining_run(m, source_run(), trigger="drift", now_epoch=0)["metadata"]
-    second = retraining.retraining_run(m, source_run(), trigger="drift", now_epoch=0)["metadata"]
+    first = clone(m, source_run(), trigger="drift", now_epoch=0)["metadata"]
+    second = clone(m, source_run(), trigger="drift", now_epoch=0)["metadata"]
     assert first["name"] == second["name"]
     assert len(first["name"]) <= 63
     assert first["name"].endswith("-retrain-0")
@@ -110,8 +111,6 @@ def test_long_monitor_names_are_trimmed_deterministically() -> None:
 def test_source_is_not_mutated() -> None:
     source = source_run()
     before = copy.deepcopy(source)
-    run = retraining.retraining_run(
-        monitor(datasetRef={"name": "other"}), source, trigger="drift", now_epoch=0
-    )
+    run = clone(monitor(datasetRef={"name": "other"}), source, trigger="drift", now_epoch=0)
     run["spec"]["estimator"]["params"]["C"] = 99
     assert source == before

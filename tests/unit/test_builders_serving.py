@@ -245,11 +245,34 @@ def test_hpa_shape_and_absence() -> None:
 
 
 @pytest.mark.parametrize(
-    ("replicas", "weight", "expected"),
-    [(10, 10, 1), (10, 25, 3), (3, 10, 1), (4, 50, 2), (1, 99, 1), (0, 50, 0), (7, 99, 7)],
+    ("replicas", "weight", "stable", "canary", "share"),
+    [
+        (10, 10, 9, 1, 10),
+        (20, 5, 19, 1, 5),
+        (5, 40, 3, 2, 40),
+        (4, 50, 2, 2, 50),
+        (10, 25, 8, 2, 20),  # 20% and 30% are as close: the smaller canary
+        (3, 10, 2, 1, 33),  # the least a canary can have of 3 pods
+        (3, 50, 2, 1, 33),
+        (7, 99, 1, 6, 86),  # the stable keeps one pod
+        (1, 99, 1, 1, 50),  # one replica cannot be split: one canary pod beside it
+        (0, 50, 0, 0, 0),
+    ],
 )
-def test_canary_replicas_are_ceil_of_the_weighted_share(replicas: int, weight: int, expected: int) -> None:
-    assert serving.canary_replicas(replicas, weight) == expected
+def test_canary_split_is_as_close_to_the_weight_as_the_replicas_allow(
+    replicas: int, weight: int, stable: int, canary: int, share: int
+) -> None:
+    assert serving.canary_split(replicas, weight) == (stable, canary)
+    assert serving.canary_share(stable, canary) == share
+
+
+@pytest.mark.parametrize(
+    ("stable", "weight", "canary", "share"),
+    [(9, 10, 1, 10), (3, 50, 3, 50), (2, 10, 1, 33), (6, 25, 2, 25), (0, 10, 0, 0)],
+)
+def test_canary_beside_an_autoscaled_stable(stable: int, weight: int, canary: int, share: int) -> None:
+    assert serving.canary_beside(stable, weight) == canary
+    assert serving.canary_share(stable, canary) == share
 
 
 def test_stable_replicas_with_and_without_autoscaling() -> None:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from modelcycle.api import conditions
+from modelcycle.api import conditions, kinds
 from modelcycle.builders import modelversions
-from modelcycle.controllers import dataset, kube, modelversion, rbac, runtime, trainingrun, workload
+from modelcycle.controllers import dataset, kube, modelversion, rbac, registry, runtime, trainingrun, workload
 
 SHA = "b" * 64
 
@@ -289,7 +289,8 @@ def test_refresh_epochs(now: float, epoch: int, wait: float) -> None:
 
 def test_every_controller_declares_its_rules_and_nothing_is_wildcarded() -> None:
     declared = rbac.controller_rules()
-    assert set(declared) == set(rbac.CONTROLLER_MODULES)
+    assert set(declared) == {kind.kind for kind in kinds.ALL}  # one controller per kind, each with rules
+    assert all(declared.values())
     for rules in [*declared.values(), rbac.RUNTIME_RULES, rbac.cluster_role(peering=True)["rules"]]:
         for rule in rules:
             for key in ("apiGroups", "resources", "verbs"):
@@ -343,6 +344,7 @@ def test_merge_unions_verbs_per_resource() -> None:
 
 
 def test_reconcilers_are_registered_with_their_dependents() -> None:
-    assert runtime.REGISTRY["Dataset"].dependents == ("TrainingRun", "ModelVersion")
-    assert runtime.REGISTRY["ModelVersion"].dependents == ("ModelDeployment",)
-    assert runtime.REGISTRY["TrainingRun"].reconcile is trainingrun.reconcile
+    assert registry.REGISTRY["Dataset"].dependents == ("TrainingRun", "ModelVersion")
+    assert registry.REGISTRY["ModelVersion"].dependents == ("ModelDeployment",)
+    assert registry.REGISTRY["TrainingRun"].reconcile is trainingrun.reconcile
+    assert registry.REGISTRY["TrainingRun"].rbac_rules == tuple(trainingrun.RBAC_RULES)

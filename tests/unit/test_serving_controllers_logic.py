@@ -9,9 +9,11 @@ import prometheus_client
 import pytest
 
 from modelcycle.api import modelmonitor as monitor_api
+from modelcycle.builders import serving
 from modelcycle.controllers import modeldeployment as mdep
 from modelcycle.controllers import modelmonitor as mmon
-from modelcycle.controllers import runtime
+from modelcycle.controllers import registry, runtime
+from modelcycle.planners import rollout
 
 
 def mv(version: int, validated: str | None = "True", reason: str = "GatesPassed") -> dict[str, Any]:
@@ -26,7 +28,7 @@ def mv(version: int, validated: str | None = "True", reason: str = "GatesPassed"
 
 
 def spec(version: int | str = "latest") -> Any:
-    return mdep.serving.parse_spec({"spec": {"model": "iris", "version": version}})
+    return serving.parse_spec({"spec": {"model": "iris", "version": version}})
 
 
 # --------------------------------------------------------------------------- history
@@ -38,38 +40,38 @@ def outcomes(history: list[dict[str, Any]]) -> list[tuple[int, str]]:
 
 def test_history_follows_a_rollout_and_a_rollback() -> None:
     history: list[dict[str, Any]] = []
-    mdep.record(history, 1, "InProgress", "t1")
-    mdep.record(history, 1, "Serving", "t2")
-    mdep.record(history, 2, "InProgress", "t3")
+    rollout.record(history, 1, "InProgress", "t1")
+    rollout.record(history, 1, "Serving", "t2")
+    rollout.record(history, 2, "InProgress", "t3")
     assert outcomes(history) == [(1, "Serving"), (2, "InProgress")]
-    mdep.record(history, 2, "Serving", "t4")
+    rollout.record(history, 2, "Serving", "t4")
     assert outcomes(history) == [(1, "Superseded"), (2, "Serving")]
-    mdep.record(history, 3, "InProgress", "t5")
-    mdep.record(history, 3, "RolledBack", "t6", "not ready")
+    rollout.record(history, 3, "InProgress", "t5")
+    rollout.record(history, 3, "RolledBack", "t6", "not ready")
     assert outcomes(history) == [(1, "Superseded"), (2, "Serving"), (3, "RolledBack")]
     assert history[-1]["message"] == "not ready"
-    mdep.record(history, 3, "InProgress", "t7")  # tried again in a new generation
+    rollout.record(history, 3, "InProgress", "t7")  # tried again in a new generation
     assert outcomes(history)[-1] == (3, "InProgress")
     assert len(history) == 4
 
 
 def test_history_is_idempotent_and_capped() -> None:
     history: list[dict[str, Any]] = []
-    mdep.record(history, 1, "Serving", "t1")
-    mdep.record(history, 1, "Serving", "t2")
+    rollout.record(history, 1, "Serving", "t1")
+    rollout.record(history, 1, "Serving", "t2")
     assert history == [{"version": 1, "outcome": "Serving", "at": "t1"}]
     for version in range(2, 40):
-        mdep.record(history, version, "InProgress", "t")
-        mdep.record(history, version, "Serving", "t")
-    assert len(history) == mdep.HISTORY_LIMIT
+        rollout.record(history, version, "InProgress", "t")
+        rollout.record(history, version, "Serving", "t")
+    assert len(history) == rollout.HISTORY_LIMIT
     assert history[-1] == {"version": 39, "outcome": "Serving", "at": "t"}
 
 
 def test_a_new_rollout_supersedes_the_one_in_progress() -> None:
     history: list[dict[str, Any]] = []
-    mdep.record(history, 1, "Serving", "t")
-    mdep.record(history, 2, "InProgress", "t")
-    mdep.record(history, 3, "InProgress", "t")
+    rollout.record(history, 1, "Serving", "t")
+    rollout.record(history, 2, "InProgress", "t")
+    rollout.record(history, 3, "InProgress", "t")
     assert outcomes(history) == [(1, "Serving"), (2, "Superseded"), (3, "InProgress")]
 
 
@@ -78,29 +80,29 @@ def test_a_new_rollout_supersedes_the_one_in_progress() -> None:
 
 def test_latest_is_the_newest_validated_version() -> None:
     versions = [mv(1), mv(2), mv(3, "Unknown", "Validating"), mv(4, "False", "GatesFailed")]
-    assert mdep.resolve(spec(), versions)["spec"]["version"] == 2
+    assert rollout.resolve(spec(), versions)["spec"]["version"] == 2
 
 
 def test_latest_without_a_validated_version_stalls() -> None:
     with pytest.raises(runtime.Stalled) as caught:
-        mdep.resolve(spec(), [mv(1, None)])
+        rollout.resolve(spec(), [mv(1, None)])
     assert caught.value.reason == "NoValidatedVersion"
     with pytest.raises(runtime.Stalled) as caught:
-        mdep.resolve(spec(), [])
+        rollout.resolve(spec(), [])
     assert caught.value.reason == "NoValidatedVersion"
     assert "no ModelVersion" in caught.value.message
 
 
 def test_pinned_versions() -> None:
-    assert mdep.resolve(spec(1), [mv(1), mv(2)])["spec"]["version"] == 1
+    assert rollout.resolve(spec(1), [mv(1), mv(2)])["spec"]["version"] == 1
     with pytest.raises(runtime.Stalled) as caught:
-        mdep.resolve(spec(7), [mv(1)])
+        rollout.resolve(spec(7), [mv(1)])
     assert caught.value.reason == "ModelVersionNotFound"
     with pytest.raises(runtime.Stalled) as caught:
-        mdep.resolve(spec(4), [mv(4, "False", "GatesFailed")])
+        rollout.resolve(spec(4), [mv(4, "False", "GatesFailed")])
     assert caught.value.reason == "VersionRejected"
     # Still validating: not rejected (the deployment waits for it).
-    assert mdep.resolve(spec(3), [mv(3, "Unknown", "Validating")])["spec"]["version"] == 3
+    assert rollout.resolve(spec(3), [mv(3, "Unknown", "Validating")])["spec"]["version"] == 3
 
 
 # --------------------------------------------------------------------------- Deployment progress
@@ -115,22 +117,22 @@ def deployment(**status: Any) -> dict[str, Any]:
 
 
 def test_rollout_complete_needs_every_pod_updated_and_available() -> None:
-    assert mdep.rollout_complete(deployment(replicas=2, updatedReplicas=2, availableReplicas=2))
-    assert not mdep.rollout_complete(deployment(replicas=3, updatedReplicas=2, availableReplicas=2))
-    assert not mdep.rollout_complete(deployment(replicas=2, updatedReplicas=2, availableReplicas=1))
+    assert rollout.rollout_complete(deployment(replicas=2, updatedReplicas=2, availableReplicas=2))
+    assert not rollout.rollout_complete(deployment(replicas=3, updatedReplicas=2, availableReplicas=2))
+    assert not rollout.rollout_complete(deployment(replicas=2, updatedReplicas=2, availableReplicas=1))
     stale = deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
     stale["status"]["observedGeneration"] = 1
-    assert not mdep.rollout_complete(stale)
+    assert not rollout.rollout_complete(stale)
 
 
 def test_deadline_exceeded_reads_the_progressing_condition_of_the_current_generation() -> None:
     failing = deployment(
         conditions=[{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
     )
-    assert mdep.deadline_exceeded(failing)
+    assert rollout.deadline_exceeded(failing)
     failing["status"]["observedGeneration"] = 1
-    assert not mdep.deadline_exceeded(failing)
-    assert not mdep.deadline_exceeded(
+    assert not rollout.deadline_exceeded(failing)
+    assert not rollout.deadline_exceeded(
         deployment(conditions=[{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}])
     )
 
@@ -189,9 +191,9 @@ def test_gauges_follow_the_features_and_disappear_with_the_monitor() -> None:
 
 
 def test_forget_hook_is_registered_with_the_runtime() -> None:
-    registration = runtime.REGISTRY["ModelMonitor"]
+    registration = registry.REGISTRY["ModelMonitor"]
     assert registration.on_delete is mmon.forget_monitor
-    assert runtime.REGISTRY["ModelDeployment"].dependents == ("ModelMonitor",)
+    assert registry.REGISTRY["ModelDeployment"].dependents == ("ModelMonitor",)
 
 
 def test_rbac_rules_are_explicit() -> None:

@@ -19,7 +19,11 @@ class Canary(common.KubeModel):
     """Canary rollout settings."""
 
     weight: int = Field(default=10, ge=1, le=99)
-    """Percentage of replicas (and so of traffic) on the new version during the canary. Defaults to 10."""
+    """Target percentage of the serving pods on the new version during the canary. Without a gateway
+    the Service spreads requests over ready pods evenly, so this is also the share of requests. The
+    replicas are split between the two versions as close to it as their number allows (3 replicas at
+    10 give 1 of 3 pods, 33%; one replica gets one canary pod beside it, 50%); status.canaryShare
+    reports the share in effect. Defaults to 10."""
     promote_after_seconds: int = Field(default=60, ge=0, le=86400)
     """How long the canary must stay healthy before it is promoted. Defaults to 60."""
 
@@ -165,6 +169,8 @@ class ModelDeploymentStatus(common.CommonStatus):
     """Name of the served ModelVersion."""
     canary_version: int | None = None
     """The version under canary, while one runs."""
+    canary_share: int | None = None
+    """Percentage of the serving pods on the canary version, and so of the requests, while one runs."""
     failed_version: int | None = None
     """The version whose rollout was rolled back (see the Degraded condition). It is not tried again
     until the spec changes or another version becomes the target."""

@@ -24,6 +24,7 @@ import json
 from typing import Any
 
 from modelcycle import GROUP
+from modelcycle.api import trainingrun
 from modelcycle.builders import meta, pods
 
 DATA = "data"
@@ -227,10 +228,17 @@ def data_job(
 
 
 def training_job(
-    run: dict[str, Any], *, snapshot: dict[str, Any], settings: pods.WorkloadSettings
+    run: dict[str, Any],
+    *,
+    spec: trainingrun.TrainingRunSpec,
+    snapshot: dict[str, Any],
+    settings: pods.WorkloadSettings,
 ) -> dict[str, Any]:
-    """The Job that trains the run's estimator on the given Dataset snapshot (status.snapshot)."""
-    spec = run.get("spec") or {}
+    """The Job that trains the run's estimator on the given Dataset snapshot (status.snapshot).
+
+    spec: the run's spec, parsed (its defaults are the API's); the Job's `--spec-json` is the run as
+    the user wrote it.
+    """
     args = [
         TRAIN,
         "--spec-json",
@@ -254,11 +262,11 @@ def training_job(
         step=TRAIN,
         args=args,
         settings=settings,
-        backoff_limit=int(spec.get("backoffLimit", 1)),
-        active_deadline_seconds=int(spec.get("activeDeadlineSeconds", 3600)),
+        backoff_limit=spec.backoff_limit,
+        active_deadline_seconds=spec.active_deadline_seconds,
         annotations=annotations,
-        image=spec.get("image"),
-        resources=spec.get("resources"),
+        image=spec.image,
+        resources=spec.resources.to_json_dict() if spec.resources else None,
     )
 
 

@@ -14,6 +14,7 @@ import copy
 from typing import Any, Literal
 
 from modelcycle import API_VERSION, GROUP
+from modelcycle.api import modelmonitor
 from modelcycle.builders import meta
 
 Trigger = Literal["drift", "performance"]
@@ -42,19 +43,18 @@ def retraining_run(
     monitor: dict[str, Any],
     source_run: dict[str, Any],
     *,
+    retrain: modelmonitor.RetrainSettings,
     trigger: Trigger,
     now_epoch: float,
     message: str = "",
     served_version: int | None = None,
 ) -> dict[str, Any]:
-    """A TrainingRun cloned from `source_run`, named for the current cooldown window, without owner."""
-    monitor_spec = monitor.get("spec") or {}
-    retrain = monitor_spec.get("retrain") or {}
-    cooldown = int(retrain.get("cooldownSeconds", 3600))
+    """A TrainingRun cloned from `source_run`, named for the current cooldown window, without owner.
+
+    retrain: the monitor's parsed `spec.retrain` (its defaults are the API's)."""
     spec = copy.deepcopy(source_run["spec"])
-    dataset_ref = retrain.get("datasetRef")
-    if dataset_ref:
-        spec["datasetRef"] = {"name": dataset_ref["name"]}
+    if retrain.dataset_ref is not None:
+        spec["datasetRef"] = {"name": retrain.dataset_ref.name}
     model = (spec.get("model") or {}).get("name")
     labels = {
         meta.MANAGED_BY: "modelcycle",
@@ -70,7 +70,7 @@ def retraining_run(
     if served_version is not None:
         annotations[SERVED_VERSION] = str(served_version)
     metadata: dict[str, Any] = {
-        "name": run_name(monitor["metadata"]["name"], window(now_epoch, cooldown)),
+        "name": run_name(monitor["metadata"]["name"], window(now_epoch, retrain.cooldown_seconds)),
         "namespace": monitor["metadata"]["namespace"],
         "labels": labels,
     }

@@ -8,7 +8,9 @@ Naming and rollout model:
   the ReplicaSet history.
 - A canary is a second Deployment, `<mdep>-canary`, whose pods carry the same serving labels, so
   the Service `<mdep>` (selector: the ModelDeployment's serving labels, no version, no track)
-  sends it a share of the traffic proportional to its replicas.
+  sends it a share of the traffic proportional to its pods. During a canary the replicas are
+  split between the two tracks (`canary_split`) so the canary's share of the pods is as close to
+  the weight as the replica count allows.
 - The Deployments' selectors (immutable) hold the owner labels and the track (`stable`/`canary`),
   never the version.
 
@@ -20,6 +22,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Iterable
+from fractions import Fraction
 from typing import Any
 
 from modelcycle import GROUP
@@ -110,11 +114,43 @@ def url(mdep: dict[str, Any]) -> str:
     return f"http://{service_name(mdep)}.{namespace}.svc.cluster.local/v2/models/{spec.model}"
 
 
-def canary_replicas(replicas: int, weight: int) -> int:
-    """Pods on the canary: ceil(replicas * weight / 100), at least one unless nothing is served."""
+def _closest(candidates: Iterable[int], total: Callable[[int], int], weight: int) -> int:
+    """The candidate canary size whose share of `total(canary)` pods is closest to `weight` percent
+    (the smaller on a tie; exact arithmetic, so ties are ties)."""
+    return min(candidates, key=lambda canary: (abs(Fraction(100 * canary, total(canary)) - weight), canary))
+
+
+def canary_split(replicas: int, weight: int) -> tuple[int, int]:
+    """(stable, canary) pods of `replicas` serving pods during a canary at `weight` percent.
+
+    Without a gateway the Service spreads requests over the ready pods evenly, so a track's share of
+    the traffic is its share of the pods. The split is the one whose canary share is closest to the
+    weight (the smaller canary on a tie), with at least one pod on each track: 10 replicas at 10%
+    are 9 + 1 (10%), 3 replicas at 10% are 2 + 1 (33%). One replica cannot be split: its canary runs
+    one pod beside it (50%). Zero replicas run nothing.
+    """
     if replicas <= 0:
+        return 0, 0
+    if replicas == 1:
+        return 1, 1
+    canary = _closest(range(1, replicas), lambda _: replicas, weight)
+    return replicas - canary, canary
+
+
+def canary_beside(stable: int, weight: int) -> int:
+    """Canary pods beside a stable Deployment whose size is not the operator's (an HPA sets it): the
+    count, at least one, whose share of all the pods is closest to `weight` percent."""
+    if stable <= 0:
         return 0
-    return max(1, math.ceil(replicas * weight / 100))
+    ideal = stable * weight / (100 - weight)
+    candidates = {max(1, math.floor(ideal)), max(1, math.ceil(ideal))}
+    return _closest(sorted(candidates), lambda c: stable + c, weight)
+
+
+def canary_share(stable: int, canary: int) -> int:
+    """The canary's share of the serving pods, in percent (and so of the Service's requests)."""
+    total = stable + canary
+    return round(100 * canary / total) if total else 0
 
 
 def spec_hash(value: Any) -> str:

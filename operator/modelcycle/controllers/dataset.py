@@ -97,7 +97,7 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
                 "conditions": runtime.updated_conditions(
                     dataset,
                     [
-                        (
+                        runtime.ConditionUpdate(
                             conditions.RECONCILING,
                             True,
                             "Snapshotting",
@@ -140,13 +140,15 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         updated = runtime.updated_conditions(
             dataset,
             [
-                (
+                runtime.ConditionUpdate(
                     conditions.READY,
                     True,
                     "SnapshotReady",
                     f"{describe(snapshot)}; refreshing with Job {name}",
                 ),
-                (conditions.RECONCILING, True, "Refreshing", f"data Job {name} is taking a new snapshot"),
+                runtime.ConditionUpdate(
+                    conditions.RECONCILING, True, "Refreshing", f"data Job {name} is taking a new snapshot"
+                ),
             ],
             remove=(conditions.STALLED,),
         )
@@ -181,7 +183,7 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             reason=done.reason,
             message=message,
             status={**base, "violations": violations},
-            extra=((conditions.VALIDATED, False, done.reason, message),),
+            extra=(runtime.ConditionUpdate(conditions.VALIDATED, False, done.reason, message),),
             phase="Invalid" if done.reason == "ValidationFailed" else "Failed",
         )
         outcome.requeue_after = requeue
@@ -206,8 +208,8 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     updated = runtime.updated_conditions(
         dataset,
         [
-            (conditions.READY, True, "SnapshotReady", message),
-            (
+            runtime.ConditionUpdate(conditions.READY, True, "SnapshotReady", message),
+            runtime.ConditionUpdate(
                 conditions.VALIDATED,
                 True,
                 "ValidationPassed",
@@ -223,4 +225,6 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     )
 
 
-runtime.register(kinds.DATASET, reconcile, dependents=("TrainingRun", "ModelVersion"))
+CONTROLLER = runtime.Registration(
+    kinds.DATASET, reconcile, tuple(RBAC_RULES), dependents=("TrainingRun", "ModelVersion")
+)

@@ -16,21 +16,12 @@ import kopf
 import prometheus_client
 
 from modelcycle import GROUP, VERSION, errors, kubeclient
-from modelcycle.api import kinds
 from modelcycle.builders import meta, pods
-from modelcycle.controllers import (  # noqa: F401  (imported to register their reconcilers)
-    dataset,
-    kube,
-    modeldeployment,
-    modelmonitor,
-    modelversion,
-    rbac,
-    runtime,
-    trainingrun,
-)
+from modelcycle.controllers import cache, kube, rbac, runtime, scheduler
+from modelcycle.controllers.registry import REGISTRY
 
 logger = logging.getLogger("modelcycle.operator")
-CHILD_KINDS = (("batch", "v1", "jobs"), ("apps", "v1", "deployments"))
+CHILD_KINDS = (("batch", "v1", "jobs", "Job"), ("apps", "v1", "deployments", "Deployment"))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +77,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how ModelMonitors reach serving pods: the API server's pod proxy (default; works outside "
         "the cluster) or direct HTTP to the pod IP (in-cluster only)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=8,
+        help="reconciles of different objects that may run at once (default 8)",
+    )
     parser.add_argument("--liveness-port", type=int, default=8080, help="kopf liveness endpoint /healthz")
     parser.add_argument("--metrics-port", type=int, default=8081, help="Prometheus metrics (0 disables)")
     parser.add_argument("--bind-address", default="0.0.0.0", help="address of the health and metrics servers")
@@ -138,7 +135,7 @@ def connection_info(config: Any) -> kopf.ConnectionInfo:
     )
 
 
-def build_registry(runner: runtime.Runner, *, priority: int) -> kopf.OperatorRegistry:
+def build_registry(runner: scheduler.Runner, *, priority: int) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
@@ -150,7 +147,7 @@ def build_registry(runner: runtime.Runner, *, priority: int) -> kopf.OperatorReg
         settings.networking.request_timeout = 30
         settings.posting.enabled = False  # we post our own Events with reasons
         settings.peering.priority = priority
-        runner.start()
+        await runner.start()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -166,7 +163,7 @@ def build_registry(runner: runtime.Runner, *, priority: int) -> kopf.OperatorReg
     def reconciles_probe(**_: Any) -> float:
         return sum(sample.value for metric in runtime.RECONCILES.collect() for sample in metric.samples)
 
-    for kind in kinds.ALL:
+    for kind in (controller.kind for controller in runner.registry.values()):
 
         def make_handler(kind_name: str) -> Any:
             async def on_event(event: dict[str, Any], **_: Any) -> None:
@@ -180,10 +177,16 @@ def build_registry(runner: runtime.Runner, *, priority: int) -> kopf.OperatorReg
             make_handler(kind.kind)
         )
 
-    for group, version, plural in CHILD_KINDS:
+    for group, version, plural, child_kind in CHILD_KINDS:
 
-        async def on_child(event: kopf.RawEvent, **_: Any) -> None:
-            await runner.on_child_event(dict(event["object"]) if event.get("object") else {})
+        def make_child_handler(kind_name: str) -> Any:
+            async def on_child(event: kopf.RawEvent, **_: Any) -> None:
+                if event.get("object"):
+                    await runner.on_child_event(
+                        kind_name, event.get("type") or "ADDED", dict(event["object"])
+                    )
+
+            return on_child
 
         kopf.on.event(
             group,
@@ -192,7 +195,7 @@ def build_registry(runner: runtime.Runner, *, priority: int) -> kopf.OperatorReg
             registry=registry,
             id=f"{plural}-events",
             labels={meta.OWNER_KIND: kopf.PRESENT},
-        )(on_child)
+        )(make_child_handler(child_kind))
     return registry
 
 
@@ -212,7 +215,12 @@ def run(args: argparse.Namespace) -> int:
             raise errors.UserError(f"kubeconfig {args.kubeconfig} does not exist")
         os.environ["KUBECONFIG"] = args.kubeconfig
     client = kube.Client(kube.load_configuration(kubeconfig=args.kubeconfig))
-    runner = runtime.Runner(runtime.Context(client=client, settings=settings_from(args)))
+    runner = scheduler.Runner(
+        runtime.Context(client=client, settings=settings_from(args), store=cache.Store()),
+        registry=REGISTRY,
+        workers=args.workers,
+        namespaces=args.namespace,
+    )
     registry = build_registry(runner, priority=args.priority)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.bind_address)

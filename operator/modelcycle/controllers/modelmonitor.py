@@ -38,8 +38,10 @@ import prometheus_client
 
 from modelcycle import GROUP
 from modelcycle.api import conditions, kinds, modelmonitor
-from modelcycle.builders import meta, retraining, serving
+from modelcycle.builders import retraining, serving
 from modelcycle.controllers import kube, runtime
+from modelcycle.planners import clock
+from modelcycle.planners import retrain as retrain_planner
 from modelcycle.workloads import drift
 
 RBAC_RULES: list[dict[str, Any]] = [
@@ -56,7 +58,6 @@ RBAC_RULES: list[dict[str, Any]] = [
 ]
 
 PERFORMANCE_DEGRADED = "PerformanceDegraded"
-RETRAIN_RUNS_LIMIT = 20
 DIRECT_TIMEOUT = 10.0
 PROFILE_CACHE_SIZE = 64
 
@@ -91,14 +92,6 @@ def forget_monitor(obj: dict[str, Any]) -> None:
     with _series_lock:
         for feature in _series.pop((namespace, name), set()):
             DRIFT_SCORE.remove(namespace, name, feature)
-
-
-# --------------------------------------------------------------------------- time
-
-
-def epoch_of(value: str | None) -> float | None:
-    parsed = runtime.parse_time(value)
-    return parsed.timestamp() if parsed is not None else None
 
 
 # --------------------------------------------------------------------------- serving pods
@@ -185,11 +178,6 @@ def largest_group(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- retraining
 
 
-def run_finished(run: dict[str, Any]) -> bool:
-    found = conditions.find((run.get("status") or {}).get("conditions"), conditions.SUCCEEDED)
-    return found is not None and found.get("status") in ("True", "False")
-
-
 def maybe_retrain(
     obj: dict[str, Any],
     ctx: runtime.Context,
@@ -199,32 +187,10 @@ def maybe_retrain(
     message: str,
     served_version: int,
     served_mv_name: str | None,
-) -> tuple[str, str, dict[str, Any], list[runtime.Event]]:
-    """Create a retraining run when cooldown and concurrency allow.
-
-    Returns (reason, message, status fields, events).
-    """
-    retrain = spec.retrain or modelmonitor.RetrainSettings()
-    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    status = obj.get("status") or {}
-    now = time.time()
+) -> retrain_planner.RetrainDecision:
+    """Observe the monitor's runs and the served version's source run, plan, create the run."""
+    namespace = obj["metadata"]["namespace"]
     runs = ctx.client.list(kind="TrainingRun", namespace=namespace, label_selector=retraining.selector(obj))
-    created = [t for t in (epoch_of(r["metadata"].get("creationTimestamp")) for r in runs) if t is not None]
-    last = max(
-        [t for t in [epoch_of(status.get("lastRetrainTime")), *created] if t is not None], default=None
-    )
-    if last is not None and now - last < retrain.cooldown_seconds:
-        wait = int(retrain.cooldown_seconds - (now - last))
-        return "CoolingDown", f"retraining wanted ({trigger}) but in cooldown for {wait}s more", {}, []
-    active = [r["metadata"]["name"] for r in runs if not run_finished(r)]
-    if len(active) >= retrain.max_concurrent:
-        return (
-            "MaxConcurrent",
-            f"retraining wanted ({trigger}) but {len(active)} run(s) still in progress: "
-            f"{', '.join(sorted(active))}",
-            {},
-            [],
-        )
     mv = (
         ctx.client.get_or_none(kind="ModelVersion", namespace=namespace, name=served_mv_name)
         if served_mv_name
@@ -236,37 +202,28 @@ def maybe_retrain(
         if source_name
         else None
     )
-    if source is None:
-        why = (
-            f"ModelVersion {served_mv_name} names no training run"
-            if not source_name
-            else f"its training run {source_name} no longer exists"
-        )
-        text = (
-            f"retraining wanted ({trigger}) but the served version {served_version} cannot be cloned: {why}"
-        )
-        return "RetrainSourceMissing", text, {}, [runtime.Event("RetrainSourceMissing", text, "Warning")]
-    manifest = retraining.retraining_run(
-        obj, source, trigger=trigger, now_epoch=now, message=message, served_version=served_version
+    decision = retrain_planner.plan_retrain(
+        obj,
+        spec=spec,
+        trigger=trigger,
+        message=message,
+        served_version=served_version,
+        served_mv_name=served_mv_name,
+        runs=runs,
+        source_name=source_name,
+        source=source,
+        now=time.time(),
     )
-    run_name = manifest["metadata"]["name"]
+    if decision.run is None:
+        return decision
     try:
-        ctx.client.create(manifest)
+        ctx.client.create(decision.run)
     except kube.Conflict:
-        existing = ctx.client.get(kind="TrainingRun", namespace=namespace, name=run_name)
-        labels = existing["metadata"].get("labels") or {}
-        if labels.get(meta.MONITOR) != meta.label_value(name):
-            text = f"TrainingRun {run_name} exists and was not created by this monitor; delete or rename it"
-            return "NameConflict", text, {}, [runtime.Event("NameConflict", text, "Warning")]
-        return "RetrainCreated", f"retraining run {run_name} already exists for this cooldown window", {}, []
-    history = [r for r in status.get("retrainRuns") or [] if r != run_name] + [run_name]
-    text = f"created retraining run {run_name} ({trigger}): {message}"
-    return (
-        "RetrainCreated",
-        text,
-        {"lastRetrainTime": runtime.rfc3339(now), "retrainRuns": history[-RETRAIN_RUNS_LIMIT:]},
-        [runtime.Event("RetrainTriggered", text)],
-    )
+        name = decision.run["metadata"]["name"]
+        return retrain_planner.on_name_taken(
+            obj, ctx.client.get(kind="TrainingRun", namespace=namespace, name=name)
+        )
+    return decision
 
 
 # --------------------------------------------------------------------------- reconcile
@@ -281,7 +238,7 @@ def _not_monitoring(
         reason=reason,
         message=message,
         reconciling=True,
-        extra=((conditions.DRIFT_DETECTED, "Unknown", reason, message),),
+        extra=(runtime.ConditionUpdate(conditions.DRIFT_DETECTED, "Unknown", reason, message),),
     )
     status: dict[str, Any] = {"conditions": updated, "phase": "Waiting"}
     if served is not None:
@@ -346,7 +303,7 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
 
     # Reconciles between checks (watch events, resyncs) only wait for the next check.
     now = time.time()
-    last_check = epoch_of(status.get("lastCheckTime"))
+    last_check = clock.epoch_of(status.get("lastCheckTime"))
     unchanged = status.get("observedGeneration") == generation and status.get("servedVersion") == served
     if unchanged and last_check is not None and now - last_check < interval:
         return runtime.Outcome(requeue_after=max(1.0, interval - (now - last_check)))
@@ -472,10 +429,10 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     dropped, performance_message = _performance_check(spec, performance, drift_settings.min_samples)
     if spec.performance is not None:
         new_status["performance"] = {k: float(v) for k, v in performance.items() if math.isfinite(v)} or None
-    extra: list[tuple[str, bool | str, str, str]] = [(conditions.DRIFT_DETECTED, *drift_condition)]
+    extra = [runtime.ConditionUpdate(conditions.DRIFT_DETECTED, *drift_condition)]
     if spec.performance is not None:
         extra.append(
-            (
+            runtime.ConditionUpdate(
                 PERFORMANCE_DEGRADED,
                 "Unknown" if dropped is None else dropped,
                 "InsufficientFeedback" if dropped is None else ("BelowTarget" if dropped else "WithinTarget"),
@@ -494,7 +451,7 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     trigger: retraining.Trigger | None = "drift" if drifted else ("performance" if dropped else None)
     if trigger is not None and retrain is not None and retrain.enabled:
         why = drift_condition[2] if trigger == "drift" else performance_message
-        reason, message, retrain_status, retrain_events = maybe_retrain(
+        decision = maybe_retrain(
             obj,
             ctx,
             spec=spec,
@@ -503,16 +460,18 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             served_version=int(served),
             served_mv_name=served_mv_name,
         )
-        new_status.update(retrain_status)
-        ready_message += f"; {message}"
-        ready_reason = reason  # RetrainCreated, CoolingDown, MaxConcurrent, RetrainSourceMissing, ...
+        new_status.update(decision.status)
+        ready_message += f"; {decision.message}"
+        ready_reason = (
+            decision.reason
+        )  # RetrainCreated, CoolingDown, MaxConcurrent, RetrainSourceMissing, ...
         previous_ready = conditions.find(status.get("conditions"), conditions.READY) or {}
-        if reason in ("RetrainSourceMissing", "NameConflict") and previous_ready.get("reason") == reason:
-            retrain_events = []  # already announced; the condition keeps saying it
-        events += retrain_events
+        already_announced = decision.reason in ("RetrainSourceMissing", "NameConflict")
+        if not (already_announced and previous_ready.get("reason") == decision.reason):
+            events += decision.events  # (else the condition keeps saying it)
 
     updated = runtime.progress_conditions(
-        obj, ready=True, reason=ready_reason, message=ready_message, reconciling=False, extra=tuple(extra)
+        obj, ready=True, reason=ready_reason, message=ready_message, reconciling=False, extra=extra
     )
     if spec.performance is None:
         updated = conditions.remove(updated, PERFORMANCE_DEGRADED)
@@ -523,4 +482,4 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     return runtime.Outcome(status=new_status, events=events, requeue_after=float(interval))
 
 
-runtime.register(kinds.MODEL_MONITOR, reconcile, on_delete=forget_monitor)
+CONTROLLER = runtime.Registration(kinds.MODEL_MONITOR, reconcile, tuple(RBAC_RULES), on_delete=forget_monitor)

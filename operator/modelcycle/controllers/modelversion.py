@@ -200,12 +200,14 @@ def reconcile(version: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     updated = runtime.updated_conditions(
         version,
         [
-            (conditions.READY, True, phase, ready_message),
-            (conditions.VALIDATED, bool(result["validated"]), reason, summary),
+            runtime.ConditionUpdate(conditions.READY, True, phase, ready_message),
+            runtime.ConditionUpdate(conditions.VALIDATED, bool(result["validated"]), reason, summary),
         ],
         remove=(conditions.STALLED, conditions.RECONCILING),
     )
     return runtime.Outcome(status={**status, "conditions": updated, "phase": phase}, events=events)
 
 
-runtime.register(kinds.MODEL_VERSION, reconcile, dependents=("ModelDeployment",))
+CONTROLLER = runtime.Registration(
+    kinds.MODEL_VERSION, reconcile, tuple(RBAC_RULES), dependents=("ModelDeployment",)
+)

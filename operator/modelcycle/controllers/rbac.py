@@ -1,7 +1,8 @@
 """The operator's RBAC: the union of what each controller module calls, and nothing wildcarded.
 
-Each controller module declares `RBAC_RULES` (PolicyRule dicts) next to the code that needs them;
-this module adds what the shared machinery needs and builds one ClusterRole from the union:
+Each controller module declares `RBAC_RULES` (PolicyRule dicts) next to the code that needs them,
+and its entry in `controllers.registry` carries them; this module adds what the shared machinery
+needs and builds one ClusterRole from the union:
 
 - the runtime: get the five kinds (every reconcile re-reads its object), patch their `/status`
   subresource (the only way status is written), create Events;
@@ -17,7 +18,6 @@ against it).
 
 from __future__ import annotations
 
-import importlib
 from collections import defaultdict
 from typing import Any
 
@@ -25,9 +25,9 @@ import yaml
 
 from modelcycle import GROUP
 from modelcycle.api import kinds
+from modelcycle.controllers import registry
 
 CLUSTER_ROLE_NAME = "modelcycle-operator"
-CONTROLLER_MODULES = ("dataset", "trainingrun", "modelversion", "modeldeployment", "modelmonitor")
 
 RUNTIME_RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": [k.plural for k in kinds.ALL], "verbs": ["get", "list", "watch"]},
@@ -56,15 +56,8 @@ _VERB_ORDER = ("get", "list", "watch", "create", "update", "patch", "delete")
 
 
 def controller_rules() -> dict[str, list[dict[str, Any]]]:
-    """RBAC_RULES of every controller module, by module name."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for name in CONTROLLER_MODULES:
-        module = importlib.import_module(f"modelcycle.controllers.{name}")
-        rules = getattr(module, "RBAC_RULES", None)
-        if not isinstance(rules, list):
-            raise RuntimeError(f"modelcycle.controllers.{name} declares no RBAC_RULES list")
-        found[name] = rules
-    return found
+    """The RBAC rules of every controller, by kind."""
+    return {kind: list(controller.rbac_rules) for kind, controller in registry.REGISTRY.items()}
 
 
 def merge(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelcycle import GROUP
-from modelcycle.api import conditions, kinds
+from modelcycle.api import conditions, kinds, trainingrun
 from modelcycle.builders import jobs, modelversions
 from modelcycle.controllers import kube, runtime, workload
 
@@ -124,8 +124,8 @@ def _registered(
     updated = runtime.updated_conditions(
         run,
         [
-            (conditions.READY, True, "ModelRegistered", message),
-            (conditions.SUCCEEDED, True, "ModelRegistered", message),
+            runtime.ConditionUpdate(conditions.READY, True, "ModelRegistered", message),
+            runtime.ConditionUpdate(conditions.SUCCEEDED, True, "ModelRegistered", message),
         ],
         remove=(conditions.STALLED, conditions.RECONCILING),
     )
@@ -160,14 +160,15 @@ def _waiting(
 
 def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     client = ctx.client
-    spec = run.get("spec") or {}
+    spec = trainingrun.TrainingRunSpec.model_validate(run.get("spec") or {})
     namespace = run["metadata"]["namespace"]
     job_name = jobs.training_job_name(run)
 
-    mine = client.list(
+    # From the watch-fed store: a new run costs the Job's create, its Event and the status patch.
+    mine = ctx.reads.list(
         kind="ModelVersion", namespace=namespace, label_selector=modelversions.run_selector(run)
     )
-    job = client.get_or_none(kind="Job", namespace=namespace, name=job_name)
+    job = ctx.reads.get_or_none(kind="Job", namespace=namespace, name=job_name)
     if job is not None and run["metadata"]["uid"] not in {
         r.get("uid") for r in job["metadata"].get("ownerReferences") or []
     }:
@@ -206,8 +207,8 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         )
 
     if job is None:
-        ref = str((spec.get("datasetRef") or {}).get("name") or "")
-        dataset = client.get_or_none(kind="Dataset", namespace=namespace, name=ref)
+        ref = spec.dataset_ref.name
+        dataset = ctx.reads.get_or_none(kind="Dataset", namespace=namespace, name=ref)
         if dataset is None:
             raise runtime.Stalled(
                 "DatasetNotFound",
@@ -225,7 +226,7 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
                 succeeded_reason="WaitingForDataset",
             )
         job = ctx.ensure_child(
-            jobs.training_job(run, snapshot=snapshot, settings=ctx.settings.workload), owner=run
+            jobs.training_job(run, spec=spec, snapshot=snapshot, settings=ctx.settings.workload), owner=run
         )
         events.append(
             runtime.Event(
@@ -274,7 +275,7 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             message=f"training Job {job_name} succeeded but reported no artifact; "
             "delete the Job to train again",
             status=base,
-            extra=((conditions.SUCCEEDED, "Unknown", "ResultMissing", "no result"),),
+            extra=(runtime.ConditionUpdate(conditions.SUCCEEDED, "Unknown", "ResultMissing", "no result"),),
         )
     version = register(client, run, job, result)
     outcome = _registered(run, version, job, result)
@@ -282,4 +283,4 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     return outcome
 
 
-runtime.register(kinds.TRAINING_RUN, reconcile)
+CONTROLLER = runtime.Registration(kinds.TRAINING_RUN, reconcile, tuple(RBAC_RULES))

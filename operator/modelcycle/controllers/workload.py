@@ -165,7 +165,7 @@ def failed_outcome(
         reason=done.reason,
         message=message,
         status=status,
-        extra=((verdict, False, done.reason, message),),
+        extra=(runtime.ConditionUpdate(verdict, False, done.reason, message),),
         phase="Failed",
         event_reason=event_reason,
     )
