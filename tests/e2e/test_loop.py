@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelcycle.builders import serving
 from modelcycle.local import traffic
 from modelcycle.workloads.store import sha256_file
 from support.loop import (
@@ -204,7 +205,8 @@ def test_diabetes_regression_loop_with_canary_and_feedback(
     for doc in (ex["Dataset"], ex["TrainingRun"], mdep_doc, monitor):
         c.apply(doc)
     replicas = int(mdep_doc["spec"]["replicas"])
-    canary = math.ceil(replicas * mdep_doc["spec"]["strategy"]["canary"]["weight"] / 100)
+    # During the canary the replicas are split between the tracks as the weight says.
+    split = serving.canary_split(replicas, int(mdep_doc["spec"]["strategy"]["canary"]["weight"]))
 
     ds = c.wait_condition("Dataset", "diabetes", "Ready", timeout=300)
     assert_conditions(ds, DATASET_READY)
@@ -299,7 +301,8 @@ def test_diabetes_regression_loop_with_canary_and_feedback(
     assert_rollout_lost_no_request(stats)
     assert canary_seen, "the new version went through a canary phase"
     assert canary_seen[0]["status"]["servedVersion"] == 1
-    assert canary_seen[0]["status"]["replicas"] == replicas + canary, canary_seen[0]["status"]
+    assert canary_seen[0]["status"]["replicas"] == sum(split), canary_seen[0]["status"]
+    assert canary_seen[0]["status"]["canaryShare"] == serving.canary_share(*split), canary_seen[0]["status"]
     assert c.history is not None and c.history.saw(
         "ModelDeployment", "diabetes", "Ready", "False", "CanaryInProgress"
     )
