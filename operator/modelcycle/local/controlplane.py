@@ -825,7 +825,7 @@ def _install_exit_hooks() -> None:
         signal.signal(signum, _on_cleanup_signal)
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A pre-exec hook asking Linux to SIGKILL the child when this (thread of the) parent dies.
 
     The last line of defence when the launcher is SIGKILLed and no Python cleanup runs. SIGKILL,
@@ -1004,7 +1004,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 cwd=self.layout.root,
                 start_new_session=True,  # own process group: signals reach it and nothing else
-                preexec_fn=None if self.detach else _die_with_parent_hook(),
+                preexec_fn=None if self.detach else die_with_parent_hook(),
             )
         record = ProcessRecord(component, popen.pid, str(binary), procfs.start_ticks(popen.pid))
         self._running.append(_Running(component, popen, record))

@@ -491,6 +491,7 @@ class Platform:
         self.timings: dict[str, float] = {}
         self._kube: Kube | None = None
         self._registered_exit = False
+        self._node_images: kubenode.Images | None = None
 
     # ------------------------------------------------------------------ accessors
 
@@ -546,8 +547,8 @@ class Platform:
             )
         containers = self.options.runtime == CONTAINERS
         try:
-            if containers:
-                kubenode.preflight()  # before anything starts: no half-started platform
+            if containers:  # checked before anything starts: no half-started platform
+                self._node_images = kubenode.preflight()[1]
             restarted = self._start_controlplane(previous)
             self._save()
             if containers:
@@ -698,7 +699,8 @@ class Platform:
         )
 
     def _install_operator(self) -> str:
-        _, images = kubenode.preflight()
+        images = self._node_images
+        assert images is not None, "start() ran the preflight"
         values = incluster.operator_values(
             operator_image=images.operator,
             workload_image=images.workload,

@@ -9,8 +9,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,23 +43,6 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """Pre-exec hook: SIGKILL the child when the (main thread of the) parent dies (attached mode)."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
-
-
 def launch(
     component: str, argv: Sequence[str], *, log: Path, detach: bool, env: Mapping[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], cp.ProcessRecord]:
@@ -77,7 +58,7 @@ def launch(
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             start_new_session=True,
-            preexec_fn=None if detach else _die_with_parent(),
+            preexec_fn=None if detach else cp.die_with_parent_hook(),
         )
     # The executable it runs (a venv's python is a symlink): what /proc/<pid>/exe will name.
     binary = os.path.realpath(argv[0])
