@@ -184,7 +184,7 @@ def test_operator_runs_in_cluster_from_the_image_built_here_installed_by_the_cha
 
 
 def test_second_up_reuses_every_component(e2e_platform: RealNodePlatform) -> None:
-    up = e2e_platform.local("up", "--runtime", "containers")
+    up = e2e_platform.local("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert "already running" in up.stdout, up.stdout
 
