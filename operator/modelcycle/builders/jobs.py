@@ -75,8 +75,16 @@ def workload_object(obj: dict[str, Any], spec: dict[str, Any] | None = None) -> 
 # --------------------------------------------------------------------------- names
 
 
-def data_job_name(dataset: dict[str, Any], *, epoch: int | None = None) -> str:
-    suffix = f"{DATA}-{spec_hash(dataset)}" + (f"-{epoch}" if epoch is not None else "")
+def data_inputs_hash(dataset: dict[str, Any], merge: dict[str, Any] | None = None) -> str:
+    """The hash in a data Job's name: the spec, and the snapshot a traffic source merges with (a
+    new snapshot of that Dataset is a new input, so a new Job)."""
+    return spec_hash(dataset) if merge is None else spec_hash(dataset, merge.get("sha256"))
+
+
+def data_job_name(
+    dataset: dict[str, Any], *, epoch: int | None = None, merge: dict[str, Any] | None = None
+) -> str:
+    suffix = f"{DATA}-{data_inputs_hash(dataset, merge)}" + (f"-{epoch}" if epoch is not None else "")
     return meta.child_name(dataset["metadata"]["name"], suffix)
 
 
@@ -194,9 +202,15 @@ def _source_mounts(
 
 
 def data_job(
-    dataset: dict[str, Any], *, settings: pods.WorkloadSettings, epoch: int | None = None
+    dataset: dict[str, Any],
+    *,
+    settings: pods.WorkloadSettings,
+    epoch: int | None = None,
+    merge: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Job that snapshots, validates and profiles the Dataset's current spec."""
+    """The Job that snapshots, validates and profiles the Dataset's current spec.
+
+    merge: the status.snapshot of the Dataset a traffic source's `mergeWith` names."""
     volumes, mounts, env = _source_mounts(dataset.get("spec") or {})
     args = [
         DATA,
@@ -207,12 +221,14 @@ def data_job(
         "--config-map-dir",
         CONFIG_MAP_SOURCE_ROOT,
     ]
+    if merge is not None:
+        args += ["--merge-snapshot-uri", merge["uri"], "--merge-snapshot-sha256", merge["sha256"]]
     if env and settings.s3_secret:
         # The source's credentials replace the store's: one AWS_* pair per container.
         settings = dataclasses.replace(settings, s3_secret=None)
     return job(
         dataset,
-        name=data_job_name(dataset, epoch=epoch),
+        name=data_job_name(dataset, epoch=epoch, merge=merge),
         step=DATA,
         args=args,
         settings=settings,
