@@ -205,6 +205,19 @@ def test_data_job_args_are_what_modelcycle_data_accepts() -> None:
     assert parsed.pvc_root == jobs.PVC_SOURCE_ROOT and parsed.config_map_dir == jobs.CONFIG_MAP_SOURCE_ROOT
 
 
+def test_a_traffic_data_job_gets_the_merged_snapshot_and_a_new_one_is_a_new_job() -> None:
+    ds = dataset(source={"traffic": {"deployment": "iris", "mergeWith": {"dataset": "base", "share": 0.3}}})
+    first = {"uri": "pvc://datasets/sha256/" + "a" * 64 + "/data.parquet", "sha256": "a" * 64}
+    second = {**first, "sha256": "b" * 64}
+    job = jobs.data_job(ds, settings=SETTINGS, merge=first)
+    parsed = parse(data_workload.configure, container(job)["args"][1:])
+    assert (parsed.merge_snapshot_uri, parsed.merge_snapshot_sha256) == (first["uri"], first["sha256"])
+    name = job["metadata"]["name"]
+    assert jobs.data_job_spec_hash(name) == jobs.data_inputs_hash(ds, first)
+    assert jobs.data_job(ds, settings=SETTINGS, merge=second)["metadata"]["name"] != name
+    assert jobs.data_job_name(ds) == jobs.data_job(ds, settings=SETTINGS)["metadata"]["name"] != name
+
+
 def test_training_job_args_carry_the_snapshot_and_its_annotations_record_it() -> None:
     job = training_job(run())
     args = container(job)["args"]
