@@ -744,6 +744,20 @@ MALFORMED: list[MalformedCase] = [
         good={"spec__replicas": 100},
     ),
     _case(
+        "modelmonitor-retrain-traffic-two-windows",
+        "ModelMonitor",
+        "spec.retrain.traffic.window.lastRows",
+        bad={"spec__retrain": {"enabled": True, "traffic": {"window": {"lastSeconds": 60, "lastRows": 5}}}},
+        good={"spec__retrain": {"enabled": True, "traffic": {"window": {"lastRows": 5}}}},
+    ),
+    _case(
+        "modelmonitor-retrain-traffic-base-share-one",
+        "ModelMonitor",
+        "spec.retrain.traffic.baseShare",
+        bad={"spec__retrain": {"enabled": True, "traffic": {"baseShare": 1}}},
+        good={"spec__retrain": {"enabled": True, "traffic": {"baseShare": 0}}},
+    ),
+    _case(
         "modeldeployment-logging-sample-rate-above-one",
         "ModelDeployment",
         "spec.logging.sampleRate",
