@@ -280,6 +280,17 @@ def test_validation_job_passes_production_metrics_and_completed_lineage() -> Non
     )
 
 
+def test_validation_job_passes_the_champion_artifact_for_a_comparison_on_the_same_rows() -> None:
+    champion = {"uri": "pvc://models/ml/iris/v2/model.skops", "sha256": SHA}
+    job = jobs.validation_job(
+        version(), settings=SETTINGS, production=(2, {"accuracy": 0.9}), champion=champion
+    )
+    parsed = parse(validate_workload.configure, container(job)["args"][1:])
+    assert (parsed.production_artifact_uri, parsed.production_artifact_sha256) == (champion["uri"], SHA)
+    without_production = jobs.validation_job(version(), settings=SETTINGS, champion=champion)
+    assert "--production-artifact-uri" not in container(without_production)["args"]
+
+
 def test_builders_are_deterministic_and_do_not_modify_their_input() -> None:
     inputs = [dataset(), run(), version()]
     before = copy.deepcopy(inputs)

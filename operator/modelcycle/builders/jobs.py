@@ -295,8 +295,12 @@ def validation_job(
     settings: pods.WorkloadSettings,
     lineage: dict[str, Any] | None = None,
     production: tuple[int, dict[str, float]] | None = None,
+    champion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Job that verifies, evaluates and gates a ModelVersion.
+
+    champion: the production version's artifact ({uri, sha256}), evaluated on this version's holdout
+    (a version trained on recent traffic is compared on that traffic, not on production's old numbers).
 
     lineage: the lineage to evaluate with when the operator had to complete it (a version registered
     by hand with only `lineage.dataset`); production: (version, metrics) of the served version.
@@ -310,6 +314,13 @@ def validation_job(
         served, metrics = production
         args += ["--production-version", str(served), "--production-metrics", canonical_json(metrics)]
         annotations[PRODUCTION_VERSION] = str(served)
+        if champion is not None:
+            args += [
+                "--production-artifact-uri",
+                champion["uri"],
+                "--production-artifact-sha256",
+                champion["sha256"],
+            ]
     return job(
         version,
         name=validation_job_name(version),
