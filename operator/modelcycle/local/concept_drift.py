@@ -134,6 +134,5 @@ def verdict(v1_before: float, v1_after: float, v2_after: float) -> list[str]:
         f"v1 fell by {drop * 100:.1f} points (target: at least {DROP_TARGET * 100:.0f}): "
         + ("met" if drop >= DROP_TARGET else "NOT MET"),
         f"v2 is {gap * 100:.1f} points below v1 before the change "
-        f"(target: at most {RECOVER_TARGET * 100:.0f}): "
-        + ("met" if gap <= RECOVER_TARGET else "NOT MET"),
+        f"(target: at most {RECOVER_TARGET * 100:.0f}): " + ("met" if gap <= RECOVER_TARGET else "NOT MET"),
     ]
