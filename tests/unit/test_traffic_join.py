@@ -123,8 +123,9 @@ def test_the_window_of_last_rows_keeps_the_most_recent_labelled_rows(store: Loca
     entries = [request(f"r{i}", [[float(i), 0.0]], at=NOW - 100 + i) for i in range(10)]
     write(store, "requests", entries)
     write(store, "feedback", [label(f"r{i}", [i % 2]) for i in range(10) if i != 9])
-    frame, _ = load(store, window={"lastRows": 3})
+    frame, stats = load(store, window={"lastRows": 3})
     assert frame["x1"].tolist() == [6.0, 7.0, 8.0]
+    assert stats["joined"] == 3 and stats["logged"] == 10
 
 
 def test_the_latest_label_of_a_row_wins(store: LocalStore) -> None:

@@ -250,9 +250,9 @@ class TrafficStatistics(common.KubeModel):
     labelled: int | None = None
     """Label records read (by request id, or with their features)."""
     joined: int | None = None
-    """Logged rows in the window that have a label."""
+    """Rows of the snapshot that are logged requests with a label (after `lastRows`)."""
     labelled_with_features: int | None = None
-    """Labelled rows that came with their features instead of a request id."""
+    """Rows of the snapshot that came as feedback with their features instead of a request id."""
     unmatched_labels: int | None = None
     """Labels whose request id is in no logged request (not sampled, not flushed, or unknown)."""
     corrupt_segments: int | None = None

@@ -39,6 +39,7 @@ from modelcycle.workloads.results import WorkloadError
 log = logging.getLogger("modelcycle.workloads.traffic")
 
 KEY = [logs.REQUEST_ID, logs.ROW]
+DIRECT = "__direct"
 MERGE_SEED = 0
 
 
@@ -164,10 +165,9 @@ def join(
     labels = _latest(by_id)
     parts: list[pd.DataFrame] = []
     if not labels.empty and not windowed.empty:
-        right = labels[[*KEY, logs.LABEL]].rename(columns={logs.LABEL: "__label", logs.TIME: "__label_time"})
+        right = labels[[*KEY, logs.LABEL]].rename(columns={logs.LABEL: "__label"})
         joined = windowed.merge(right, on=KEY, how="inner", validate="one_to_one")
-        parts.append(joined.assign(**{logs.LABEL: joined["__label"]}))
-    matched = 0 if not parts else len(parts[0])
+        parts.append(joined.assign(**{logs.LABEL: joined["__label"], DIRECT: False}))
     known = (
         pd.MultiIndex.from_frame(all_requests[KEY])
         if not all_requests.empty
@@ -183,16 +183,18 @@ def join(
         if since is not None:
             direct = direct[direct[logs.TIME] >= since]
     if not direct.empty:
-        parts.append(direct)
-    stats["joined"] = matched
-    stats["labelledWithFeatures"] = len(direct)
+        parts.append(direct.assign(**{DIRECT: True}))
     stats["unmatchedLabels"] = unmatched
     if not parts:
+        stats["joined"] = stats["labelledWithFeatures"] = 0
         return pd.DataFrame({**{f: [] for f in features}, target: []}), stats
     rows = pd.concat(parts, ignore_index=True, sort=False)
     rows = rows.sort_values([logs.TIME, logs.REQUEST_ID, logs.ROW], kind="stable", na_position="last")
     if last_rows is not None:
         rows = rows.tail(last_rows)
+    # What the window kept: joined rows, and labelled rows that came with their features.
+    stats["labelledWithFeatures"] = int(rows[DIRECT].astype(bool).sum())
+    stats["joined"] = len(rows) - stats["labelledWithFeatures"]
     result = pd.DataFrame({f: rows[f].reset_index(drop=True) if f in rows else None for f in features})
     result[target] = _labels(rows[logs.LABEL])
     return result.reset_index(drop=True), stats
