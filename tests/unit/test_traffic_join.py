@@ -243,3 +243,31 @@ def test_merge_with_needs_the_snapshot_from_the_operator(store: LocalStore) -> N
     with pytest.raises(WorkloadError) as caught:
         data.snapshot_dataset(spec(mergeWith={"dataset": "base", "share": 0.5}), store, namespace="ml")
     assert caught.value.reason == "InvalidSpec"
+
+
+def test_the_data_command_reads_the_logs_of_the_objects_namespace(store: LocalStore, tmp_path: Path) -> None:
+    import json
+
+    from workload_helpers import run_inproc
+
+    write(store, "requests", [request("a", [[1, 2]]), request("b", [[3, 4]])])
+    write(store, "feedback", [label("a", [1]), label("b", [0])])
+    obj = {
+        "apiVersion": "modelcycle.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "recent", "namespace": "ml"},
+        "spec": {"source": {"traffic": {"deployment": "iris"}}, "target": "label"},
+    }
+    out = run_inproc(["data", "--spec-json", json.dumps(obj)], store=tmp_path)
+    assert out.code == 0, out
+    assert out.result["rows"] == 2 and out.result["traffic"]["joined"] == 2
+    elsewhere = run_inproc(
+        ["data", "--spec-json", json.dumps({**obj, "metadata": {"name": "recent", "namespace": "other"}})],
+        store=tmp_path,
+    )
+    assert elsewhere.code == 1 and elsewhere.result["reason"] == "TooFewLabelledRows"
+    climbing = run_inproc(
+        ["data", "--spec-json", json.dumps({**obj, "metadata": {"name": "recent", "namespace": ".."}})],
+        store=tmp_path,
+    )
+    assert climbing.code == 2 and climbing.result["reason"] == "InvalidSpec"

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from modelcycle.api import dataset as api
+from modelcycle.workloads import inputs, sources, specfile
 from modelcycle.workloads import profile as profile_mod
 from modelcycle.workloads import snapshot as snap_mod
-from modelcycle.workloads import sources, specfile
 from modelcycle.workloads import store as store_mod
 from modelcycle.workloads.results import WorkloadError, add_common_arguments, run_workload
 
@@ -56,9 +56,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     def body() -> dict[str, Any]:
-        spec, obj = specfile.load(args, "Dataset", api.DatasetSpec)
+        spec, metadata = specfile.load(args, "Dataset", api.DatasetSpec)
         store = store_mod.open_store(args.store)
-        namespace = str((obj.get("metadata") or {}).get("namespace") or "default")
+        # A path segment of the logs a traffic source reads: a Kubernetes name, nothing else.
+        namespace = inputs.name(str(metadata.get("namespace") or "default"), "metadata.namespace", label=True)
         return snapshot_dataset(
             spec,
             store,
