@@ -302,3 +302,60 @@ def test_a_sigkill_while_logging_leaves_every_finished_segment_readable(
         logged.update(table.column("_request_id").to_pylist())
     assert logged <= set(sent) | {f"k-{len(sent)}"}  # the one in flight may be logged, not answered
     assert len(logged) >= 0.5 * len(sent)
+
+
+def test_an_unwritable_store_never_fails_a_request_and_counts_the_dropped_rows(
+    iris: models.ModelDir, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "store"
+    blocker.write_text("a file where the store's directories should go")
+    with logging_server(iris, blocker, "--log-flush-seconds", "0.1") as server:
+        for i in range(5):
+            assert infer(server, iris.x[:2], f"r-{i}").status_code == 200
+        feedback = server.post("/v2/models/iris/feedback", json={"id": "r-0", "labels": [0, 0]})
+        assert feedback.status_code == 200
+
+        def dropped() -> str:
+            lines = server.get("/metrics").text.splitlines()
+            return next(
+                (
+                    line
+                    for line in lines
+                    if line.startswith("modelcycle_inference_log_rows_dropped_total")
+                    and 'reason="store_error"' in line
+                    and 'stream="requests"' in line
+                    and line.endswith(" 10.0")
+                ),
+                "",
+            )
+
+        deadline = time.monotonic() + 10
+        while not dropped() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert dropped(), server.get("/metrics").text
+        assert infer(server, iris.x[:1], "after").status_code == 200
+
+
+def test_feedback_with_inputs_is_kept_as_labelled_rows(iris: models.ModelDir, store: Path) -> None:
+    with logging_server(iris, store, "--log-flush-seconds", "3600") as server:
+        rows = iris.x[:2].tolist()
+        by_row = server.post("/v2/models/iris/feedback", json={"inputs": rows, "labels": [0, 1]})
+        assert by_row.status_code == 200 and by_row.json()["persisted"] == 2, by_row.text
+        columns = {name: [row[i] for row in rows] for i, name in enumerate(iris.features)}
+        by_name = server.post("/v2/models/iris/feedback", json={"inputs": columns, "labels": [2, 2]})
+        assert by_name.status_code == 200 and by_name.json()["persisted"] == 2, by_name.text
+        short = server.post("/v2/models/iris/feedback", json={"inputs": rows[:1], "labels": [0, 1]})
+        assert short.status_code == 400 and "2 rows" in short.json()["error"]
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+    labels = read_all(store, "feedback")
+    assert [(r["_request_id"], r["_label"]) for r in labels] == [(None, 0), (None, 1), (None, 2), (None, 2)]
+    assert labels[0][iris.features[0]] == pytest.approx(iris.x[0, 0])
+
+
+def test_feedback_with_inputs_needs_logging_on(iris: models.ModelDir) -> None:
+    with serve(iris.path, name="iris", version="3") as server:
+        refused = server.post("/v2/models/iris/feedback", json={"inputs": iris.x[:1].tolist(), "labels": [0]})
+        assert refused.status_code == 400 and "inference logging" in refused.json()["error"]
+        unknown = server.post("/v2/models/iris/feedback", json={"id": "nobody", "labels": [0]})
+        assert unknown.status_code == 404  # without logging, an unknown id is still refused
