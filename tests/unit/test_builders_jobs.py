@@ -396,6 +396,32 @@ def test_model_version_record_validates_against_the_api_model() -> None:
     ModelVersionSpec.model_validate(record["spec"])
 
 
+def test_a_version_trained_on_traffic_names_the_base_snapshot_in_its_lineage() -> None:
+    from modelcycle.api.modelversion import ModelVersionSpec
+    from modelcycle.builders import retraining
+
+    on_traffic = run()
+    on_traffic["metadata"]["annotations"] = {
+        retraining.BASE_DATASET: "iris-base",
+        retraining.BASE_SNAPSHOT: "c" * 64,
+        retraining.TRAFFIC_SNAPSHOT: SHA,
+    }
+    record = modelversions.model_version(
+        on_traffic,
+        version=2,
+        result=RESULT,
+        inputs={"datasetUri": "pvc://d", "datasetSha256": SHA},
+        image="i",
+    )
+    lineage = record["spec"]["lineage"]
+    assert (lineage["datasetSha256"], lineage["baseDataset"], lineage["baseDatasetSha256"]) == (
+        SHA,
+        "iris-base",
+        "c" * 64,
+    )
+    ModelVersionSpec.model_validate(record["spec"])
+
+
 def test_next_version_counts_every_version_of_the_model_whatever_its_name() -> None:
     versions = [
         {"spec": {"model": "iris", "version": 1}},

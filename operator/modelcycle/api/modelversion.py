@@ -40,6 +40,11 @@ class Lineage(common.KubeModel):
     """Estimator parameters actually used."""
     image: common.Image | None = None
     """Container image that trained it."""
+    base_dataset: common.K8sName | None = None
+    """For a version trained on recent traffic (ModelMonitor retrain.traffic): the base Dataset whose
+    rows the traffic Dataset mixed in."""
+    base_dataset_sha256: common.Sha256 | None = None
+    """That base Dataset's snapshot (the `dataset` snapshot holds a sample of it)."""
 
 
 IMMUTABLE = common.rule(
