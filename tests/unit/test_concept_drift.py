@@ -45,3 +45,39 @@ def test_the_base_data_config_map_is_the_csv_the_dataset_reads() -> None:
 
 def _args(result: dict[str, float]) -> dict[str, float]:
     return {"v1_before": result["v1Before"], "v1_after": result["v1After"], "v2_after": result["v2After"]}
+
+
+class _Result:
+    def __init__(self, version: str, predictions: list[int], endpoint: str) -> None:
+        self.model_version, self.predictions, self.endpoint = version, predictions, endpoint
+
+
+class _Client:
+    """An OipClient stand-in: a model that predicts 1 where x1 > 0; records the feedback it gets."""
+
+    def __init__(self) -> None:
+        self.feedback_sent: list[tuple[str, list[dict[str, object]]]] = []
+        self.calls = 0
+
+    def infer(self, rows: list[list[float]], *, request_id: str) -> _Result:
+        self.calls += 1
+        return _Result("1", [int(r[0] > 0) for r in rows], f"pod-{self.calls % 2}")
+
+    def feedback(self, items: list[dict[str, object]], *, endpoint: str) -> dict[str, object]:
+        self.feedback_sent.append((endpoint, items))
+        return {}
+
+
+def test_the_demo_labels_every_request_by_id_at_the_replica_that_answered() -> None:
+    from modelcycle.local import demo_concept_drift as demo
+
+    client = _Client()
+    seen = demo.Labelled()
+    x, y = scenario.sample(25, 4, changed=False)
+    demo.send_labelled(client, x, y, prefix="before", into=seen, batch=10)
+    assert client.calls == 3 and seen.requests == 3 and seen.rows() == 25
+    ids = [items[0]["id"] for _, items in client.feedback_sent]
+    assert len(set(ids)) == 3 and all(str(i).startswith(demo.RUN + "-before-") for i in ids)
+    assert [endpoint for endpoint, _ in client.feedback_sent] == ["pod-1", "pod-0", "pod-1"]
+    assert sum(len(items[0]["labels"]) for _, items in client.feedback_sent) == 25  # type: ignore[arg-type]
+    assert seen.accuracy("1") == pytest.approx(scenario.accuracy((x[:, 0] > 0).astype(int), y))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import secrets
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,14 +65,18 @@ class Labelled:
         return sum(len(v) for v in self.labels.values())
 
 
+RUN = secrets.token_hex(3)
+"""In every request id: ids stay unique across demo runs (the join keeps the latest record per id)."""
+
+
 def send_labelled(
-    client: traffic.OipClient, rows: Any, labels: Any, *, prefix: str, into: Labelled, batch: int = BATCH
+    client: Any, rows: Any, labels: Any, *, prefix: str, into: Labelled, batch: int = BATCH
 ) -> None:
     """Requests with ids, each followed by its labels (feedback) to the replica that answered."""
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch].tolist()
         truth = [int(v) for v in labels[start : start + batch]]
-        request_id = f"{prefix}-{start // batch}"
+        request_id = f"{RUN}-{prefix}-{start // batch}"
         result = client.infer(chunk, request_id=request_id)
         into.requests += 1
         into.add(result.model_version, result.predictions, truth)
@@ -103,7 +109,7 @@ class LabelledTraffic:
             if self._stop.is_set():
                 return
             x, y = scenario.sample(BATCH, 10_000 + n, changed=True)
-            request_id = f"steady-{n}"
+            request_id = f"{RUN}-steady-{n}"
             began = time.time()
             try:
                 result = self.client.infer(x.tolist(), request_id=request_id)
@@ -147,6 +153,9 @@ def loop(
         deleted = demo.reset_namespace(kube, namespace, layout.artifacts, timeout=timeout)
         if deleted:
             narrator.say(f"removed {deleted} object(s) of a previous demo run from {namespace}")
+        # A previous run's logged traffic would join into this run's traffic Dataset.
+        for stream in ("inference-logs", "feedback"):
+            shutil.rmtree(layout.artifacts / stream / namespace, ignore_errors=True)
 
     documents = demo.demo_manifests(examples)
     apply_config_map(kube, namespace)
