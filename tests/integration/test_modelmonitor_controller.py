@@ -127,8 +127,11 @@ def served(
 ) -> Iterator[Served]:
     """Model iris v1 validated and served by real servers on two replicas (one if only one address).
 
-    Parametrize indirectly with "direct" to make the operator reach the pods by IP (127.0.0.x)."""
-    addresses, mode = serving_addresses(2, mode=getattr(request, "param", "auto"))
+    Parametrize indirectly with "direct" to make the operator reach the pods by IP (127.0.0.x), or
+    with a dict of ModelDeployment spec fields (such as `logging`)."""
+    param = getattr(request, "param", "auto")
+    extra_spec: dict[str, Any] = dict(param) if isinstance(param, dict) else {}
+    addresses, mode = serving_addresses(2, mode=param if isinstance(param, str) else "auto")
     if not addresses:
         pytest.skip("no address with port 8080 free to run a model server on")
     metrics_port = free_port()
@@ -178,7 +181,7 @@ def served(
             "apiVersion": "modelcycle.io/v1alpha1",
             "kind": "ModelDeployment",
             "metadata": {"name": "iris", "namespace": namespace},
-            "spec": {"model": MODEL, "replicas": len(addresses)},
+            "spec": {"model": MODEL, "replicas": len(addresses), **extra_spec},
         }
     )
     with ServingPods(
@@ -572,3 +575,85 @@ def test_too_few_labelled_rows_in_the_window_create_no_run(served: Served, kubel
     assert "10 labelled rows" in reported["message"]
     time.sleep(6)  # a monitor interval later, still no run
     assert retraining_runs(client, namespace) == []
+
+
+def _post(address: str, path: str, body: Any) -> dict[str, Any]:
+    host = f"[{address}]" if ":" in address else address
+    request = urllib.request.Request(
+        f"http://{host}:8080/v2/models/{MODEL}/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(json.loads(response.read()))
+
+
+@pytest.mark.parametrize("served", [{"logging": {"sampleRate": 1, "flushIntervalSeconds": 1}}], indirect=True)
+def test_served_requests_and_labels_sent_to_another_replica_join_into_a_traffic_dataset(
+    served: Served, kubelet: Any
+) -> None:
+    """The serving pods (their real `modelcycle serve` args, logging on) log what they serve; each
+    label goes to a replica other than the one that served its request; the data Job joins them."""
+    client, namespace = served.client, served.namespace
+    addresses = served.addresses()
+    x, y = served.model.x, np.asarray(served.model.y)
+    for i in range(40):
+        served_by = addresses[i % len(addresses)]
+        body = {
+            "id": f"req-{i}",
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, x.shape[1]],
+                    "datatype": "FP64",
+                    "data": x[i : i + 1].tolist(),
+                }
+            ],
+        }
+        _post(served_by, "infer", body)
+    for i in range(30):
+        elsewhere = addresses[(i + 1) % len(addresses)]
+        answer = _post(elsewhere, "feedback", {"id": f"req-{i}", "labels": [int(y[i])]})
+        assert answer["persisted"] == 1
+    _post(addresses[0], "feedback", {"id": "never-served", "labels": [0]})
+    time.sleep(3)  # flushIntervalSeconds 1: every segment is written by now
+    client.create(
+        {
+            "apiVersion": "modelcycle.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "recent", "namespace": namespace},
+            "spec": {
+                "source": {"traffic": {"deployment": "iris", "minLabelledRows": 20}},
+                "target": "target",
+            },
+        }
+    )
+    job = wait_for(
+        lambda: (
+            client.get(kind="Dataset", namespace=namespace, name="recent").get("status", {}).get("jobName")
+        ),
+        timeout=60,
+        what="the traffic Dataset's data Job",
+    )
+    kubelet.complete(namespace, job)
+    ready = wait_for(
+        lambda: (
+            (found := client.get(kind="Dataset", namespace=namespace, name="recent"))
+            .get("status", {})
+            .get("snapshot", {})
+            .get("sha256")
+            and found
+        ),
+        timeout=60,
+        what="the traffic Dataset's snapshot",
+    )
+    traffic = ready["status"]["traffic"]
+    assert (traffic["logged"], traffic["labelled"], traffic["joined"], traffic["unmatchedLabels"]) == (
+        40,
+        31,
+        30,
+        1,
+    )
+    assert ready["status"]["snapshot"]["rows"] == 30
+    segments = sorted((kubelet.store() / "inference-logs" / namespace / "iris").rglob("*.parquet"))
+    assert segments and not any(p.name.startswith(".") for p in segments)
