@@ -1,5 +1,5 @@
 """The data flywheel end to end, as a user runs it: `modelcycle local demo --scenario concept-drift`
-on a real node (`modelcycle local up --runtime containers`).
+on the session's real node (`modelcycle local up`).
 
 The label relation changes while the inputs do not; v1's live accuracy from feedback falls, the
 monitor builds a Dataset of recent labelled traffic joined from the inference logs, retrains on it,
@@ -13,20 +13,15 @@ Then a SIGKILL of a serving pod while it logs: every finished segment still read
 from __future__ import annotations
 
 import io
-import os
 import re
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from modelcycle.kubeclient import Kube
-from modelcycle.local import kubenode, platform
-from modelcycle.local.controlplane import StateLayout
-from support.cluster import missing_prerequisite
-from support.realnode import RealNodePlatform, run_local
+from modelcycle.local import platform
+from support.realnode import RealNodePlatform
 
 pytestmark = pytest.mark.timeout(2400)
 
@@ -36,23 +31,11 @@ ACCURACIES = re.compile(
 )
 
 
-@pytest.fixture(scope="module")
-def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodePlatform]:
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        missing_prerequisite("the real node needs Linux and root")
-    try:
-        kubenode.preflight()
-    except kubenode.NodeError as exc:
-        missing_prerequisite(str(exc))
-    root = tmp_path_factory.mktemp("concept-drift")
-    up = run_local("up", "--root", str(root), "--runtime", "containers", "--timeout", "300", timeout=1200)
-    try:
-        if up.returncode != 0:
-            pytest.fail(f"modelcycle local up failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
-        yield RealNodePlatform(root, StateLayout(root / "controlplane").admin_kubeconfig, up.stdout)
-    finally:
-        down = run_local("down", "--root", str(root), "--purge", timeout=600)
-        assert down.returncode == 0, f"modelcycle local down failed:\n{down.stdout}\n{down.stderr}"
+@pytest.fixture
+def real_node(healthy_platform: RealNodePlatform) -> RealNodePlatform:
+    """The session's real node (`modelcycle local up`). The demo runs on the local platform, so the
+    external-cluster mode skips this file (conftest.LOCAL_PLATFORM_ONLY)."""
+    return healthy_platform
 
 
 def test_concept_drift_demo_retrains_on_recent_labelled_traffic_and_recovers(
