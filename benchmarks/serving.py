@@ -2,6 +2,7 @@
 
     ~/.cache/modelcycle/venv/bin/python benchmarks/serving.py [--duration 10] [--servers ours,mlserver,kserve]
         [--protocols rest,grpc]
+    # inference logging on vs off: --servers ours,ours-logging --models lr --batches 1
 
 - Models: breast_cancer (30 features), a scaled logistic regression and a 50-tree random forest,
   fitted once here. Ours loads the skops file (+ metadata.json); KServe a `kserve.Model` subclass
@@ -294,8 +295,13 @@ def start_server(kind: str, model: dict[str, Any], logs: Path) -> Iterator[Serve
     port = free_port()
     grpc_port = free_port()
     log = logs / f"{kind}.log"
-    if kind == "ours":
+    if kind in ("ours", "ours-logging"):
         cmd = [sys.executable, "-m", "modelcycle", "serve", "--model-dir", str(model["dir"])]
+        if kind == "ours-logging":
+            # Every request logged (sample rate 1.0) to a local store, default flush settings.
+            store = Path(tempfile.mkdtemp(prefix="modelcycle-bench-logs-"))
+            cmd += ["--store", str(store), "--log-sample-rate", "1", "--log-namespace", "bench"]
+            cmd += ["--log-deployment", MODEL_NAME]
         cmd += [
             "--model-name",
             MODEL_NAME,
@@ -348,7 +354,9 @@ def start_server(kind: str, model: dict[str, Any], logs: Path) -> Iterator[Serve
         ready = f"http://127.0.0.1:{port}/"
     else:
         raise ValueError(kind)
-    server = Server(kind, proc, port, grpc_port if kind in ("ours", "mlserver", "kserve") else None)
+    server = Server(
+        kind, proc, port, grpc_port if kind in ("ours", "ours-logging", "mlserver", "kserve") else None
+    )
     try:
         wait_ready(ready, proc)
         if server.grpc_port is not None:
@@ -648,6 +656,26 @@ def print_tables(cells: list[Cell]) -> None:
             )
 
 
+def print_logging_overhead(cells: list[Cell]) -> None:
+    """`ours-logging` (inference logging at sample rate 1.0) against `ours` in the same run: the
+    issue-13 targets are at least 0.85x the throughput and at most +20% p99 (batch 1, 32 in flight)."""
+    plain = {(c.protocol, c.model, c.batch): c for c in cells if c.server == "ours"}
+    logged = [c for c in cells if c.server == "ours-logging" and (c.protocol, c.model, c.batch) in plain]
+    if not logged:
+        return
+    print("\n### inference logging at sample rate 1.0 vs off (same run)")
+    print("| protocol | model | batch | req/s off | req/s on | ratio | p99 off ms | p99 on ms | p99 growth |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for c in logged:
+        base = plain[(c.protocol, c.model, c.batch)]
+        ratio = c.rps / base.rps if base.rps else float("nan")
+        growth = c.p99_ms / base.p99_ms - 1 if base.p99_ms else float("nan")
+        print(
+            f"| {c.protocol} | {c.model} | {c.batch} | {fmt(base.rps, 0)} | {fmt(c.rps, 0)} | "
+            f"{fmt(ratio, 2)}x | {fmt(base.p99_ms, 2)} | {fmt(c.p99_ms, 2)} | {growth * 100:+.0f}% |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -655,7 +683,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per cell (default 10)")
     parser.add_argument("--max-requests", type=int, default=2_000_000, help="request cap per cell")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--servers", default="ours,mlserver,kserve")
+    parser.add_argument(
+        "--servers",
+        default="ours,mlserver,kserve",
+        help="ours, ours-logging (inference logging at sample rate 1.0), mlserver, kserve",
+    )
     parser.add_argument("--models", default="lr,rf")
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--protocols", default="rest,grpc", help="rest, grpc or both (default)")
@@ -746,6 +778,7 @@ def main() -> int:
                 cells.append(cell)
                 print(f"{kind:10s}: {cell.rps:,.0f} req/s p99 {cell.p99_ms:.2f} ms", flush=True)
     print_tables(cells)
+    print_logging_overhead(cells)
     print("\n### in-process predict() calls/s")
     for key, values in extra["inProcess"].items():
         print(f"- {key}: " + ", ".join(f"{k} {v:,.0f}" for k, v in values.items()))

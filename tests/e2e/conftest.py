@@ -54,7 +54,7 @@ EXTERNAL_ARTIFACT_SIZE = "1Gi"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=modelcycle"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 # Drills that break the node or the operator this suite starts: nothing to break elsewhere.
-LOCAL_PLATFORM_ONLY = ("test_restarts.py", "test_real_node.py")
+LOCAL_PLATFORM_ONLY = ("test_restarts.py", "test_real_node.py", "test_concept_drift_loop.py")
 UP_TIMEOUT = 300
 
 _clusters = pytest.StashKey[list[Cluster]]()

@@ -127,8 +127,11 @@ def served(
 ) -> Iterator[Served]:
     """Model iris v1 validated and served by real servers on two replicas (one if only one address).
 
-    Parametrize indirectly with "direct" to make the operator reach the pods by IP (127.0.0.x)."""
-    addresses, mode = serving_addresses(2, mode=getattr(request, "param", "auto"))
+    Parametrize indirectly with "direct" to make the operator reach the pods by IP (127.0.0.x), or
+    with a dict of ModelDeployment spec fields (such as `logging`)."""
+    param = getattr(request, "param", "auto")
+    extra_spec: dict[str, Any] = dict(param) if isinstance(param, dict) else {}
+    addresses, mode = serving_addresses(2, mode=param if isinstance(param, str) else "auto")
     if not addresses:
         pytest.skip("no address with port 8080 free to run a model server on")
     metrics_port = free_port()
@@ -178,7 +181,7 @@ def served(
             "apiVersion": "modelcycle.io/v1alpha1",
             "kind": "ModelDeployment",
             "metadata": {"name": "iris", "namespace": namespace},
-            "spec": {"model": MODEL, "replicas": len(addresses)},
+            "spec": {"model": MODEL, "replicas": len(addresses), **extra_spec},
         }
     )
     with ServingPods(
@@ -426,3 +429,231 @@ def test_missing_deployment_stalls_and_recovers(api_client: Any, namespace: str,
     )
     assert waiting["status"] == "False"
     assert monitor_condition(client, namespace, "DriftDetected")["status"] == "Unknown"
+
+
+# --------------------------------------------------------------------------- retraining on recent traffic
+
+
+def _base_dataset_and_logs(served: Served, kubelet: Any, *, labelled: int) -> None:
+    """The served version's Dataset (`iris-data`, Ready) and what the deployment logged: 150 iris
+    requests, the first `labelled` of them labelled (written by the servers' own logger)."""
+    from modelcycle.workloads import serve_logging
+    from modelcycle.workloads.store import LocalStore
+
+    client, namespace = served.client, served.namespace
+    client.create(
+        {
+            "apiVersion": "modelcycle.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "iris-data", "namespace": namespace},
+            "spec": {"source": {"builtin": {"name": "iris"}}, "target": "target"},
+        }
+    )
+    job = wait_for(
+        lambda: (
+            client.get(kind="Dataset", namespace=namespace, name="iris-data").get("status", {}).get("jobName")
+        ),
+        timeout=60,
+        what="the base Dataset's data Job",
+    )
+    kubelet.complete(namespace, job)
+    logger = serve_logging.InferenceLogger(
+        serve_logging.LogConfig(store=LocalStore(kubelet.store()), namespace=namespace, deployment="iris"),
+        model_name=MODEL,
+        model_version="1",
+        features=served.model.features,
+    )
+    x, y = served.model.x, np.asarray(served.model.y)
+    for i in range(150):
+        logger.log_request(f"t-{i}", x[i : i + 1], np.array([y[i]]))
+    for i in range(labelled):
+        logger.log_feedback(f"t-{i}", [int(y[i])])
+    assert logger.close()
+
+
+def _degrade(served: Served) -> None:
+    """Labels that disagree with every prediction, on every replica: accuracy 0."""
+    send(served, np.random.default_rng(5).permutation(served.model.x))
+    for address in served.addresses():
+        body = {"predictions": [0] * 60, "labels": [1] * 60}
+        host = f"[{address}]" if ":" in address else address
+        request = urllib.request.Request(
+            f"http://{host}:8080/v2/models/{MODEL}/feedback",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+
+def _traffic_dataset(client: kube.Client, namespace: str) -> dict[str, Any]:
+    found = client.list(kind="Dataset", namespace=namespace, label_selector=f"{meta.MONITOR}=iris-mon")
+    return found[0] if found else {}
+
+
+def test_a_performance_drop_retrains_on_recent_labelled_traffic_after_its_dataset_is_ready(
+    served: Served, kubelet: Any
+) -> None:
+    client, namespace = served.client, served.namespace
+    _base_dataset_and_logs(served, kubelet, labelled=120)
+    create_monitor(
+        client,
+        namespace,
+        drift={"minSamples": 50, "threshold": 0.001},
+        performance={"metric": "accuracy", "min": 0.8},
+        retrain={
+            "enabled": True,
+            "cooldownSeconds": 3600,
+            "traffic": {"window": {"lastRows": 100}, "baseShare": 0.2, "minLabelledRows": 50},
+        },
+    )
+    _degrade(served)
+    dataset = wait_for(lambda: _traffic_dataset(client, namespace), timeout=60, what="the traffic Dataset")
+    assert dataset["spec"]["source"]["traffic"] == {
+        "deployment": "iris",
+        "window": {"lastRows": 100},
+        "minLabelledRows": 50,
+        "mergeWith": {"dataset": "iris-data", "share": 0.2},
+    }
+    assert dataset["spec"]["target"] == "target"
+    assert "ownerReferences" not in dataset["metadata"]
+    collecting = wait_for(
+        lambda: (
+            (found := monitor_condition(client, namespace, "Ready")).get("reason") == "CollectingTraffic"
+            and found
+        ),
+        timeout=30,
+        what="Ready=CollectingTraffic",
+    )
+    assert dataset["metadata"]["name"] in collecting["message"]
+    assert retraining_runs(client, namespace) == []  # no run before the Dataset is Ready
+
+    name = dataset["metadata"]["name"]
+    job = wait_for(
+        lambda: client.get(kind="Dataset", namespace=namespace, name=name).get("status", {}).get("jobName"),
+        timeout=60,
+        what="the traffic Dataset's data Job",
+    )
+    kubelet.complete(namespace, job)
+    [run] = wait_for(lambda: retraining_runs(client, namespace), timeout=60, what="the retraining run")
+    assert run["spec"]["datasetRef"] == {"name": name}
+    ready = client.get(kind="Dataset", namespace=namespace, name=name)
+    annotations = run["metadata"]["annotations"]
+    assert annotations["modelcycle.io/traffic-dataset-sha256"] == ready["status"]["snapshot"]["sha256"]
+    base = client.get(kind="Dataset", namespace=namespace, name="iris-data")
+    assert annotations["modelcycle.io/base-dataset-sha256"] == base["status"]["snapshot"]["sha256"]
+    assert ready["status"]["traffic"]["joined"] == 100 and ready["status"]["traffic"]["mergedRows"] == 25
+
+
+def test_too_few_labelled_rows_in_the_window_create_no_run(served: Served, kubelet: Any) -> None:
+    client, namespace = served.client, served.namespace
+    _base_dataset_and_logs(served, kubelet, labelled=10)
+    create_monitor(
+        client,
+        namespace,
+        drift={"minSamples": 50, "threshold": 0.001},
+        performance={"metric": "accuracy", "min": 0.8},
+        retrain={"enabled": True, "cooldownSeconds": 3600, "traffic": {"minLabelledRows": 50}},
+    )
+    _degrade(served)
+    dataset = wait_for(lambda: _traffic_dataset(client, namespace), timeout=60, what="the traffic Dataset")
+    name = dataset["metadata"]["name"]
+    job = wait_for(
+        lambda: client.get(kind="Dataset", namespace=namespace, name=name).get("status", {}).get("jobName"),
+        timeout=60,
+        what="the traffic Dataset's data Job",
+    )
+    kubelet.complete(namespace, job, expect_exit=1)
+    reported = wait_for(
+        lambda: (
+            (found := monitor_condition(client, namespace, "Ready")).get("reason") == "TooFewLabelledRows"
+            and found
+        ),
+        timeout=60,
+        what="Ready=TooFewLabelledRows",
+    )
+    assert "10 labelled rows" in reported["message"]
+    time.sleep(6)  # a monitor interval later, still no run
+    assert retraining_runs(client, namespace) == []
+
+
+def _post(address: str, path: str, body: Any) -> dict[str, Any]:
+    host = f"[{address}]" if ":" in address else address
+    request = urllib.request.Request(
+        f"http://{host}:8080/v2/models/{MODEL}/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(json.loads(response.read()))
+
+
+@pytest.mark.parametrize("served", [{"logging": {"sampleRate": 1, "flushIntervalSeconds": 1}}], indirect=True)
+def test_served_requests_and_labels_sent_to_another_replica_join_into_a_traffic_dataset(
+    served: Served, kubelet: Any
+) -> None:
+    """The serving pods (their real `modelcycle serve` args, logging on) log what they serve; each
+    label goes to a replica other than the one that served its request; the data Job joins them."""
+    client, namespace = served.client, served.namespace
+    addresses = served.addresses()
+    x, y = served.model.x, np.asarray(served.model.y)
+    for i in range(40):
+        served_by = addresses[i % len(addresses)]
+        body = {
+            "id": f"req-{i}",
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, x.shape[1]],
+                    "datatype": "FP64",
+                    "data": x[i : i + 1].tolist(),
+                }
+            ],
+        }
+        _post(served_by, "infer", body)
+    for i in range(30):
+        elsewhere = addresses[(i + 1) % len(addresses)]
+        answer = _post(elsewhere, "feedback", {"id": f"req-{i}", "labels": [int(y[i])]})
+        assert answer["persisted"] == 1
+    _post(addresses[0], "feedback", {"id": "never-served", "labels": [0]})
+    time.sleep(3)  # flushIntervalSeconds 1: every segment is written by now
+    client.create(
+        {
+            "apiVersion": "modelcycle.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "recent", "namespace": namespace},
+            "spec": {
+                "source": {"traffic": {"deployment": "iris", "minLabelledRows": 20}},
+                "target": "target",
+            },
+        }
+    )
+    job = wait_for(
+        lambda: (
+            client.get(kind="Dataset", namespace=namespace, name="recent").get("status", {}).get("jobName")
+        ),
+        timeout=60,
+        what="the traffic Dataset's data Job",
+    )
+    kubelet.complete(namespace, job)
+    ready = wait_for(
+        lambda: (
+            (found := client.get(kind="Dataset", namespace=namespace, name="recent"))
+            .get("status", {})
+            .get("snapshot", {})
+            .get("sha256")
+            and found
+        ),
+        timeout=60,
+        what="the traffic Dataset's snapshot",
+    )
+    traffic = ready["status"]["traffic"]
+    assert (traffic["logged"], traffic["labelled"], traffic["joined"], traffic["unmatchedLabels"]) == (
+        40,
+        31,
+        30,
+        1,
+    )
+    assert ready["status"]["snapshot"]["rows"] == 30
+    segments = sorted((kubelet.store() / "inference-logs" / namespace / "iris").rglob("*.parquet"))
+    assert segments and not any(p.name.startswith(".") for p in segments)

@@ -136,6 +136,9 @@ NOT_EXERCISED_HERE: dict[Permission, str] = {
     ("modelcycle.io", "modelmonitors", "get"): _MONITOR,
     ("modelcycle.io", "modelmonitors/status", "patch"): _MONITOR,
     ("modelcycle.io", "trainingruns", "create"): _MONITOR,
+    # Retraining on traffic (spec.retrain.traffic): test_modelmonitor_controller.py's traffic tests.
+    ("modelcycle.io", "datasets", "create"): _MONITOR,
+    ("modelcycle.io", "datasets", "delete"): _MONITOR,
     ("", "services", "update"): _EDITS,
     ("", "services", "patch"): _EDITS,
     ("", "services", "delete"): _EDITS,

@@ -202,6 +202,50 @@ MALFORMED: list[MalformedCase] = [
         bad={"spec__source": {"s3": {"uri": _S3, "secretRef": {"name": "s3_creds"}}}},
         good={"spec__source": {"s3": {"uri": _S3, "secretRef": {"name": "s3-creds"}}}},
     ),
+    # --- Dataset: the traffic source -------------------------------------------------------
+    _case(
+        "dataset-traffic-deployment-and-model",
+        "Dataset",
+        "spec.source.traffic.model",
+        bad={"spec__source": {"traffic": {"deployment": "iris", "model": "iris"}}},
+        good={"spec__source": {"traffic": {"deployment": "iris"}}},
+    ),
+    _case(
+        "dataset-traffic-neither-deployment-nor-model",
+        "Dataset",
+        "spec.source.traffic.model",
+        bad={"spec__source": {"traffic": {"window": {"lastRows": 10}}}},
+        good={"spec__source": {"traffic": {"model": "iris", "window": {"lastRows": 10}}}},
+    ),
+    _case(
+        "dataset-traffic-two-windows",
+        "Dataset",
+        "spec.source.traffic.window.lastRows",
+        bad={
+            "spec__source": {"traffic": {"deployment": "iris", "window": {"lastSeconds": 60, "lastRows": 10}}}
+        },
+        good={"spec__source": {"traffic": {"deployment": "iris", "window": {"lastSeconds": 60}}}},
+    ),
+    _case(
+        "dataset-traffic-merge-share-one",
+        "Dataset",
+        "spec.source.traffic.mergeWith.share",
+        bad={
+            "spec__source": {"traffic": {"deployment": "iris", "mergeWith": {"dataset": "base", "share": 1}}}
+        },
+        good={
+            "spec__source": {
+                "traffic": {"deployment": "iris", "mergeWith": {"dataset": "base", "share": 0.5}}
+            }
+        },
+    ),
+    _case(
+        "dataset-traffic-and-builtin",
+        "Dataset",
+        "spec.source",
+        bad={"spec__source": {"builtin": {"name": "iris"}, "traffic": {"deployment": "iris"}}},
+        good={"spec__source": {"traffic": {"deployment": "iris"}}},
+    ),
     # --- Dataset: names and paths inside volumes --------------------------------------------
     _case(
         "dataset-pvc-claim-name-dotdot",
@@ -698,6 +742,27 @@ MALFORMED: list[MalformedCase] = [
         "spec.replicas",
         bad={"spec__replicas": "100"},
         good={"spec__replicas": 100},
+    ),
+    _case(
+        "modelmonitor-retrain-traffic-two-windows",
+        "ModelMonitor",
+        "spec.retrain.traffic.window.lastRows",
+        bad={"spec__retrain": {"enabled": True, "traffic": {"window": {"lastSeconds": 60, "lastRows": 5}}}},
+        good={"spec__retrain": {"enabled": True, "traffic": {"window": {"lastRows": 5}}}},
+    ),
+    _case(
+        "modelmonitor-retrain-traffic-base-share-one",
+        "ModelMonitor",
+        "spec.retrain.traffic.baseShare",
+        bad={"spec__retrain": {"enabled": True, "traffic": {"baseShare": 1}}},
+        good={"spec__retrain": {"enabled": True, "traffic": {"baseShare": 0}}},
+    ),
+    _case(
+        "modeldeployment-logging-sample-rate-above-one",
+        "ModelDeployment",
+        "spec.logging.sampleRate",
+        bad={"spec__logging": {"sampleRate": 1.5}},
+        good={"spec__logging": {"sampleRate": 1}},
     ),
     _case(
         "modeldeployment-canary-weight-150",

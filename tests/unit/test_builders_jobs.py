@@ -205,6 +205,19 @@ def test_data_job_args_are_what_modelcycle_data_accepts() -> None:
     assert parsed.pvc_root == jobs.PVC_SOURCE_ROOT and parsed.config_map_dir == jobs.CONFIG_MAP_SOURCE_ROOT
 
 
+def test_a_traffic_data_job_gets_the_merged_snapshot_and_a_new_one_is_a_new_job() -> None:
+    ds = dataset(source={"traffic": {"deployment": "iris", "mergeWith": {"dataset": "base", "share": 0.3}}})
+    first = {"uri": "pvc://datasets/sha256/" + "a" * 64 + "/data.parquet", "sha256": "a" * 64}
+    second = {**first, "sha256": "b" * 64}
+    job = jobs.data_job(ds, settings=SETTINGS, merge=first)
+    parsed = parse(data_workload.configure, container(job)["args"][1:])
+    assert (parsed.merge_snapshot_uri, parsed.merge_snapshot_sha256) == (first["uri"], first["sha256"])
+    name = job["metadata"]["name"]
+    assert jobs.data_job_spec_hash(name) == jobs.data_inputs_hash(ds, first)
+    assert jobs.data_job(ds, settings=SETTINGS, merge=second)["metadata"]["name"] != name
+    assert jobs.data_job_name(ds) == jobs.data_job(ds, settings=SETTINGS)["metadata"]["name"] != name
+
+
 def test_training_job_args_carry_the_snapshot_and_its_annotations_record_it() -> None:
     job = training_job(run())
     args = container(job)["args"]
@@ -265,6 +278,17 @@ def test_validation_job_passes_production_metrics_and_completed_lineage() -> Non
         json.loads(parse(validate_workload.configure, container(plain)["args"][1:]).spec_json)["spec"]
         == (version()["spec"])
     )
+
+
+def test_validation_job_passes_the_champion_artifact_for_a_comparison_on_the_same_rows() -> None:
+    champion = {"uri": "pvc://models/ml/iris/v2/model.skops", "sha256": SHA}
+    job = jobs.validation_job(
+        version(), settings=SETTINGS, production=(2, {"accuracy": 0.9}), champion=champion
+    )
+    parsed = parse(validate_workload.configure, container(job)["args"][1:])
+    assert (parsed.production_artifact_uri, parsed.production_artifact_sha256) == (champion["uri"], SHA)
+    without_production = jobs.validation_job(version(), settings=SETTINGS, champion=champion)
+    assert "--production-artifact-uri" not in container(without_production)["args"]
 
 
 def test_builders_are_deterministic_and_do_not_modify_their_input() -> None:
@@ -368,6 +392,32 @@ def test_model_version_record_validates_against_the_api_model() -> None:
 
     record = modelversions.model_version(
         run(), version=1, result=RESULT, inputs={"datasetUri": "pvc://d"}, image="i"
+    )
+    ModelVersionSpec.model_validate(record["spec"])
+
+
+def test_a_version_trained_on_traffic_names_the_base_snapshot_in_its_lineage() -> None:
+    from modelcycle.api.modelversion import ModelVersionSpec
+    from modelcycle.builders import retraining
+
+    on_traffic = run()
+    on_traffic["metadata"]["annotations"] = {
+        retraining.BASE_DATASET: "iris-base",
+        retraining.BASE_SNAPSHOT: "c" * 64,
+        retraining.TRAFFIC_SNAPSHOT: SHA,
+    }
+    record = modelversions.model_version(
+        on_traffic,
+        version=2,
+        result=RESULT,
+        inputs={"datasetUri": "pvc://d", "datasetSha256": SHA},
+        image="i",
+    )
+    lineage = record["spec"]["lineage"]
+    assert (lineage["datasetSha256"], lineage["baseDataset"], lineage["baseDatasetSha256"]) == (
+        SHA,
+        "iris-base",
+        "c" * 64,
     )
     ModelVersionSpec.model_validate(record["spec"])
 

@@ -191,6 +191,52 @@ def test_args_parse_with_the_real_serve_command() -> None:
     assert parsed.max_delay_us == 2000
 
 
+@pytest.mark.parametrize(
+    ("logging", "expected"),
+    [
+        (None, None),
+        ({"sampleRate": 0}, None),
+        ({}, {"sample": 1.0, "flush": 10.0, "segment": 10_000, "buffer": 100_000}),
+        (
+            {"sampleRate": 0.25, "flushIntervalSeconds": 30, "maxSegmentRows": 500, "maxBufferRows": 2000},
+            {"sample": 0.25, "flush": 30.0, "segment": 500, "buffer": 2000},
+        ),
+    ],
+    ids=["unset", "rate-zero", "defaults", "all-set"],
+)
+def test_logging_settings_become_serve_flags_filed_under_namespace_and_deployment(
+    logging: dict[str, Any] | None, expected: dict[str, Any] | None
+) -> None:
+    import argparse
+
+    from modelcycle.workloads import serve
+
+    spec = {} if logging is None else {"logging": logging}
+    args = serving.serve_args(mdep("iris-prod", **spec), mv())
+    parser = argparse.ArgumentParser()
+    serve.configure(parser)
+    parsed = parser.parse_args(args[1:])
+    if expected is None:
+        assert not any(a.startswith("--log-") for a in args)
+        assert parsed.log_sample_rate == 0
+        return
+    assert (parsed.log_namespace, parsed.log_deployment) == ("ml", "iris-prod")
+    assert {
+        "sample": parsed.log_sample_rate,
+        "flush": parsed.log_flush_seconds,
+        "segment": parsed.log_segment_rows,
+        "buffer": parsed.log_buffer_rows,
+    } == expected
+
+
+def test_the_serving_pod_mounts_the_artifact_store_writable_for_the_logs() -> None:
+    pod = deployment(logging={})["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "artifacts"]
+    assert volume["persistentVolumeClaim"] == {"claimName": SETTINGS.artifact_claim}
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "artifacts"]
+    assert mount["mountPath"] == pods.ARTIFACTS_MOUNT and not mount.get("readOnly")
+
+
 def test_resources_and_image_from_spec_else_settings() -> None:
     c = container(deployment(image="example.org/custom:1", resources={"limits": {"memory": "1Gi"}}))
     assert c["image"] == "example.org/custom:1"

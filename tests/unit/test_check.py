@@ -34,7 +34,7 @@ def _run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]
 def test_examples_are_clean(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run("-f", str(cases.EXAMPLES_DIR), capsys=capsys)
     assert (code, out) == (0, ""), out
-    assert "checked 9 object(s): 0 finding(s)" in err
+    assert "checked 13 object(s): 0 finding(s)" in err
 
 
 def test_every_malformed_object_is_a_finding_naming_its_field(tmp_path: Path) -> None:

@@ -276,6 +276,29 @@ def test_production_is_the_served_version_of_the_same_model_with_its_validated_m
     assert modelversion.production(client, version("iris-v2", "iris", 2)) is None  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [({"traffic": {"deployment": "iris"}}, True), ({"builtin": {"name": "iris"}}, False), (None, False)],
+    ids=["traffic-dataset", "other-dataset", "no-dataset"],
+)
+def test_the_champion_artifact_is_passed_only_for_a_version_trained_on_traffic(
+    source: dict[str, Any] | None, expected: bool
+) -> None:
+    client = FakeClient()
+    if source is not None:
+        client.add(
+            {"kind": "Dataset", "metadata": {"name": "recent", "namespace": "ns"}, "spec": {"source": source}}
+        )
+    champion = version("iris-v2", "iris", 2)
+    champion["spec"]["artifact"] = {"uri": "pvc://models/ns/iris/v2/model.skops", "sha256": SHA}
+    client.add(champion)
+    candidate = version("iris-v3", "iris", 3)
+    candidate["spec"]["lineage"] = {"dataset": "recent"}
+    found = modelversion.champion_artifact(client, candidate, (2, {"accuracy": 0.9}))  # type: ignore[arg-type]
+    assert found == ({"uri": "pvc://models/ns/iris/v2/model.skops", "sha256": SHA} if expected else None)
+    assert modelversion.champion_artifact(client, candidate, None) is None  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(("now", "epoch", "wait"), [(0.0, 0, 61.0), (59.5, 0, 1.5), (120.0, 2, 61.0)])
 def test_refresh_epochs(now: float, epoch: int, wait: float) -> None:
     spec = {"refreshSeconds": 60}

@@ -46,7 +46,7 @@ def test_reference_shows_defaults_constraints_and_cel_rules() -> None:
     text = docgen.render()
     assert "| `format` | string |  | `csv` |" in text
     assert "one of `psi`, `ks`, `chi2`, `jsd`" in text
-    assert "exactly one of builtin, url, s3, pvc, configMap must be set" in text
+    assert "exactly one of builtin, url, s3, pvc, configMap, traffic must be set" in text
     assert "ModelVersion spec is immutable" in text
 
 

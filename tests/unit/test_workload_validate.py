@@ -160,6 +160,45 @@ def test_must_beat_production_through_the_cli(
     assert out.code == 2 and out.result["reason"] == "InvalidSpec"
 
 
+def test_the_production_artifact_is_evaluated_on_the_candidates_holdout_which_is_reported(
+    trained: tuple[Path, dict[str, tuple[dict[str, Any], dict[str, Any]]]],
+) -> None:
+    store, models = trained
+    snap, champion = models["iris"]
+    weak = train_inproc(
+        training_run(
+            "sklearn.tree.DecisionTreeClassifier", {"max_depth": 1}, name="iris-stump", model="iris"
+        ),
+        snap,
+        store,
+    )
+    gates = {"mustBeatProduction": {"metric": "accuracy", "tolerance": 0.0}}
+    version = model_version(weak, snap, model="iris", version=7, gates=gates)
+    # Production's recorded number is stale (say, from before a change): 0.1. On the same rows as
+    # the candidate, the champion scores what it scores now, and the stump does not beat it.
+    args = ["validate", "--spec-json", json.dumps(version), "--production-version", "2"]
+    args += ["--production-metrics", json.dumps({"accuracy": 0.1})]
+    recorded = run_inproc(args, store=store)
+    assert recorded.result["validated"] is True, recorded
+    assert "productionEvaluated" not in recorded.result["holdout"]
+    champion_args = ["--production-artifact-uri", champion["artifact"]["uri"]]
+    champion_args += ["--production-artifact-sha256", champion["artifact"]["sha256"]]
+    evaluated = run_inproc([*args, *champion_args], store=store)
+    assert evaluated.code == 0 and evaluated.result["validated"] is False, evaluated
+    assert evaluated.result["production"]["production"] == pytest.approx(champion["metrics"]["accuracy"])
+    assert evaluated.result["holdout"] == {
+        "datasetSha256": snap["sha256"],
+        "rows": 30,
+        "testFraction": 0.2,
+        "seed": 42,
+        "productionEvaluated": True,
+    }
+    wrong_sha = run_inproc([*args, *champion_args[:-1], "0" * 64], store=store)
+    assert wrong_sha.code == 1 and wrong_sha.result["reason"] == "ArtifactCorrupted"
+    alone = run_inproc(["validate", "--spec-json", json.dumps(version), *champion_args], store=store)
+    assert alone.code == 2 and alone.result["reason"] == "InvalidSpec"
+
+
 def test_apply_gates_directions_and_tolerance() -> None:
     gates = Gates.model_validate({"mustBeatProduction": {"metric": "accuracy", "tolerance": 0.01}})
     assert validate.apply_gates({"accuracy": 0.90}, gates, (1, {"accuracy": 0.905}))[0] is True

@@ -101,6 +101,23 @@ class Batching(common.KubeModel):
     """Longest a request waits for batch-mates. Defaults to 2000."""
 
 
+class InferenceLogging(common.KubeModel):
+    """Log served requests and feedback labels to the artifact store as Parquet segments, for a
+    Dataset with a `traffic` source (docs/serving.md, "Inference logging"). Inference never waits for
+    the store: when it is slow or full, records are dropped and counted on /metrics."""
+
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of requests logged, chosen by request id so every replica agrees (0 to 1; 0 turns
+    logging off). Feedback labels are always logged while this is above 0. Defaults to 1."""
+    flush_interval_seconds: int = Field(default=10, ge=1, le=3600)
+    """Write a segment at least this often (seconds). Defaults to 10."""
+    max_segment_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Most rows per segment: a segment is written as soon as this many rows wait. Defaults to 10000."""
+    max_buffer_rows: int = Field(default=100_000, ge=1, le=10_000_000)
+    """Most rows each server holds in memory waiting for the store; more are dropped and counted.
+    Defaults to 100000."""
+
+
 class ModelDeploymentSpec(common.KubeModel):
     """Desired state of a ModelDeployment."""
 
@@ -134,6 +151,8 @@ class ModelDeploymentSpec(common.KubeModel):
     """Resources of each serving container."""
     image: common.Image | None = None
     """Container image of the model server. Defaults to the operator's workload image."""
+    logging: InferenceLogging | None = None
+    """Log what is served and the feedback labels, for retraining on recent traffic. Off when unset."""
     progress_deadline_seconds: int = Field(default=300, ge=10, le=3600)
     """How long a new version's pods may take to become ready before the rollout is rolled back."""
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from modelcycle.api import common
+from modelcycle.api import common, dataset
 
 
 class DriftSettings(common.KubeModel):
@@ -36,6 +36,22 @@ class PerformanceSettings(common.KubeModel):
     """Highest acceptable value (rmse, mae)."""
 
 
+class RetrainTraffic(common.KubeModel):
+    """Retrain on recent labelled traffic (the deployment must log it: ModelDeployment.spec.logging)
+    plus a share of the base data. On a trigger the monitor first creates a Dataset
+    `<run>-traffic` with a `traffic` source over this window, merged with the base Dataset (the one
+    the served version trained on, or `datasetRef`) and with its target, features, schema and
+    validation; the retraining run is created on that Dataset once its snapshot is Ready. A window
+    with fewer than `minLabelledRows` labelled rows creates no run (reason TooFewLabelledRows)."""
+
+    window: dataset.TrafficWindow | None = None
+    """Which requests: the last seconds or the last rows. Unset: every logged request."""
+    base_share: float = Field(default=0.3, ge=0, lt=1)
+    """Share of the training rows taken from the base Dataset (0: traffic only). Defaults to 0.3."""
+    min_labelled_rows: int = Field(default=100, ge=1, le=100_000_000)
+    """Fewest labelled rows the window must hold for a run. Defaults to 100."""
+
+
 class RetrainSettings(common.KubeModel):
     """Automatic retraining when drift or a performance drop is detected."""
 
@@ -46,7 +62,10 @@ class RetrainSettings(common.KubeModel):
     max_concurrent: int = Field(default=1, ge=1, le=10)
     """Most retraining runs in progress at once. Defaults to 1."""
     dataset_ref: common.LocalObjectReference | None = None
-    """Train on this Dataset (fresh data) instead of the one the served version used."""
+    """Train on this Dataset (fresh data) instead of the one the served version used. With
+    `traffic`, the base data mixed with the traffic."""
+    traffic: RetrainTraffic | None = None
+    """Train on recent labelled traffic plus a share of the base data."""
 
 
 class ModelMonitorSpec(common.KubeModel):

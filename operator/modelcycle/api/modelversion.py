@@ -40,6 +40,11 @@ class Lineage(common.KubeModel):
     """Estimator parameters actually used."""
     image: common.Image | None = None
     """Container image that trained it."""
+    base_dataset: common.K8sName | None = None
+    """For a version trained on recent traffic (ModelMonitor retrain.traffic): the base Dataset whose
+    rows the traffic Dataset mixed in."""
+    base_dataset_sha256: common.Sha256 | None = None
+    """That base Dataset's snapshot (the `dataset` snapshot holds a sample of it)."""
 
 
 IMMUTABLE = common.rule(
@@ -82,6 +87,24 @@ class ProductionComparison(common.KubeModel):
     """This version's value."""
 
 
+class Holdout(common.KubeModel):
+    """The rows validation evaluated on: the test split of a Dataset snapshot."""
+
+    dataset: str | None = None
+    """The Dataset (a `traffic` Dataset when the version trained on recent traffic)."""
+    dataset_sha256: str | None = None
+    """Its snapshot."""
+    rows: int | None = None
+    """Holdout rows."""
+    test_fraction: float | None = None
+    """The split's test fraction."""
+    seed: int | None = None
+    """The split's seed."""
+    production_evaluated: bool | None = None
+    """True when the production version was evaluated on these same rows for mustBeatProduction
+    (a version trained on a traffic Dataset); else production's recorded metrics were used."""
+
+
 class Latency(common.KubeModel):
     """Prediction latency measured during validation."""
 
@@ -104,5 +127,7 @@ class ModelVersionStatus(common.CommonStatus):
     """Comparison with production, when a gate asked for one."""
     latency: Latency | None = None
     """Prediction latency."""
+    holdout: Holdout | None = None
+    """Which holdout the metrics and the gates used."""
     validated_at: str | None = None
     """When validation finished (RFC 3339)."""

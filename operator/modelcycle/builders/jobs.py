@@ -75,8 +75,16 @@ def workload_object(obj: dict[str, Any], spec: dict[str, Any] | None = None) -> 
 # --------------------------------------------------------------------------- names
 
 
-def data_job_name(dataset: dict[str, Any], *, epoch: int | None = None) -> str:
-    suffix = f"{DATA}-{spec_hash(dataset)}" + (f"-{epoch}" if epoch is not None else "")
+def data_inputs_hash(dataset: dict[str, Any], merge: dict[str, Any] | None = None) -> str:
+    """The hash in a data Job's name: the spec, and the snapshot a traffic source merges with (a
+    new snapshot of that Dataset is a new input, so a new Job)."""
+    return spec_hash(dataset) if merge is None else spec_hash(dataset, merge.get("sha256"))
+
+
+def data_job_name(
+    dataset: dict[str, Any], *, epoch: int | None = None, merge: dict[str, Any] | None = None
+) -> str:
+    suffix = f"{DATA}-{data_inputs_hash(dataset, merge)}" + (f"-{epoch}" if epoch is not None else "")
     return meta.child_name(dataset["metadata"]["name"], suffix)
 
 
@@ -194,9 +202,15 @@ def _source_mounts(
 
 
 def data_job(
-    dataset: dict[str, Any], *, settings: pods.WorkloadSettings, epoch: int | None = None
+    dataset: dict[str, Any],
+    *,
+    settings: pods.WorkloadSettings,
+    epoch: int | None = None,
+    merge: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Job that snapshots, validates and profiles the Dataset's current spec."""
+    """The Job that snapshots, validates and profiles the Dataset's current spec.
+
+    merge: the status.snapshot of the Dataset a traffic source's `mergeWith` names."""
     volumes, mounts, env = _source_mounts(dataset.get("spec") or {})
     args = [
         DATA,
@@ -207,12 +221,14 @@ def data_job(
         "--config-map-dir",
         CONFIG_MAP_SOURCE_ROOT,
     ]
+    if merge is not None:
+        args += ["--merge-snapshot-uri", merge["uri"], "--merge-snapshot-sha256", merge["sha256"]]
     if env and settings.s3_secret:
         # The source's credentials replace the store's: one AWS_* pair per container.
         settings = dataclasses.replace(settings, s3_secret=None)
     return job(
         dataset,
-        name=data_job_name(dataset, epoch=epoch),
+        name=data_job_name(dataset, epoch=epoch, merge=merge),
         step=DATA,
         args=args,
         settings=settings,
@@ -279,8 +295,12 @@ def validation_job(
     settings: pods.WorkloadSettings,
     lineage: dict[str, Any] | None = None,
     production: tuple[int, dict[str, float]] | None = None,
+    champion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Job that verifies, evaluates and gates a ModelVersion.
+
+    champion: the production version's artifact ({uri, sha256}), evaluated on this version's holdout
+    (a version trained on recent traffic is compared on that traffic, not on production's old numbers).
 
     lineage: the lineage to evaluate with when the operator had to complete it (a version registered
     by hand with only `lineage.dataset`); production: (version, metrics) of the served version.
@@ -294,6 +314,13 @@ def validation_job(
         served, metrics = production
         args += ["--production-version", str(served), "--production-metrics", canonical_json(metrics)]
         annotations[PRODUCTION_VERSION] = str(served)
+        if champion is not None:
+            args += [
+                "--production-artifact-uri",
+                champion["uri"],
+                "--production-artifact-sha256",
+                champion["sha256"],
+            ]
     return job(
         version,
         name=validation_job_name(version),

@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 from modelcycle import API_VERSION, GROUP
-from modelcycle.builders import meta
+from modelcycle.builders import meta, retraining
 
 TRAINING_RUN = f"{GROUP}/training-run"
 TRAINING_RUN_UID = f"{GROUP}/training-run-uid"
@@ -87,6 +87,10 @@ def model_version(
         "params": result.get("params") or (spec.get("estimator") or {}).get("params"),
         "image": image,
     }
+    annotations = run["metadata"].get("annotations") or {}
+    if annotations.get(retraining.BASE_SNAPSHOT):
+        lineage["baseDataset"] = annotations.get(retraining.BASE_DATASET)
+        lineage["baseDatasetSha256"] = annotations[retraining.BASE_SNAPSHOT]
     artifact = result["artifact"]
     body: dict[str, Any] = {
         "model": model,

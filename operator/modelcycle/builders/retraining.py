@@ -77,3 +77,58 @@ def retraining_run(
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": API_VERSION, "kind": "TrainingRun", "metadata": metadata, "spec": spec}
+
+
+TRAFFIC_SUFFIX = "traffic"
+BASE_DATASET = f"{GROUP}/base-dataset"
+"""Annotation of a retraining run on traffic: the base Dataset mixed in."""
+BASE_SNAPSHOT = f"{GROUP}/base-dataset-sha256"
+"""Annotation: the base Dataset's snapshot the traffic Dataset merged (its status.traffic says so too)."""
+TRAFFIC_SNAPSHOT = f"{GROUP}/traffic-dataset-sha256"
+"""Annotation: the traffic Dataset's snapshot the run was created for."""
+RETRAINING_RUN = f"{GROUP}/retraining-run"
+"""Annotation of a traffic Dataset: the run it was created for."""
+_COPIED = ("target", "features", "schema", "validation")
+
+
+def traffic_dataset_name(run: str) -> str:
+    return meta.child_name(run, TRAFFIC_SUFFIX, max_length=MAX_NAME)
+
+
+def traffic_dataset(
+    monitor: dict[str, Any],
+    base: dict[str, Any],
+    *,
+    run_name: str,
+    traffic: modelmonitor.RetrainTraffic,
+) -> dict[str, Any]:
+    """The Dataset a traffic retraining trains on: the monitored deployment's labelled traffic in
+    the window, merged with `base` (the base Dataset) at `traffic.baseShare`, with the base's target,
+    features, schema and validation. A record like the run (labels, no owner)."""
+    base_spec = base.get("spec") or {}
+    source: dict[str, Any] = {
+        "deployment": monitor["spec"]["deploymentRef"]["name"],
+        "minLabelledRows": traffic.min_labelled_rows,
+    }
+    if traffic.window is not None:
+        source["window"] = traffic.window.to_json_dict()
+    if traffic.base_share > 0:
+        source["mergeWith"] = {"dataset": base["metadata"]["name"], "share": traffic.base_share}
+    spec: dict[str, Any] = {"source": {"traffic": source}}
+    spec.update({k: copy.deepcopy(base_spec[k]) for k in _COPIED if base_spec.get(k) is not None})
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Dataset",
+        "metadata": {
+            "name": traffic_dataset_name(run_name),
+            "namespace": monitor["metadata"]["namespace"],
+            "labels": {
+                meta.MANAGED_BY: "modelcycle",
+                meta.PART_OF: "modelcycle",
+                meta.COMPONENT: COMPONENT,
+                meta.MONITOR: meta.label_value(monitor["metadata"]["name"]),
+            },
+            "annotations": {BASE_DATASET: base["metadata"]["name"], RETRAINING_RUN: run_name},
+        },
+        "spec": spec,
+    }

@@ -194,6 +194,21 @@ def serve_args(mdep: dict[str, Any], mv: dict[str, Any]) -> list[str]:
     ]
     if version.lineage is not None and version.lineage.profile_uri:
         args += ["--reference-profile", version.lineage.profile_uri]
+    if spec.logging is not None and spec.logging.sample_rate > 0:
+        args += [
+            "--log-sample-rate",
+            f"{spec.logging.sample_rate:g}",
+            "--log-namespace",
+            mdep["metadata"]["namespace"],
+            "--log-deployment",
+            mdep["metadata"]["name"],
+            "--log-flush-seconds",
+            str(spec.logging.flush_interval_seconds),
+            "--log-segment-rows",
+            str(spec.logging.max_segment_rows),
+            "--log-buffer-rows",
+            str(spec.logging.max_buffer_rows),
+        ]
     return args
 
 

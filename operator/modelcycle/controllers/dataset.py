@@ -70,10 +70,57 @@ def snapshot_of(result: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     return snapshot
 
 
+TRAFFIC_FIELDS = (
+    "logged",
+    "labelled",
+    "joined",
+    "labelledWithFeatures",
+    "unmatchedLabels",
+    "corruptSegments",
+    "segments",
+    "mergedRows",
+    "mergedSnapshot",
+    "since",
+    "until",
+)
+
+
+def traffic_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The join statistics of a traffic source's data Job, as status.traffic."""
+    return {key: result[key] for key in TRAFFIC_FIELDS if result.get(key) is not None}
+
+
 def describe(snapshot: dict[str, Any]) -> str:
     return (
         f"snapshot {str(snapshot.get('sha256', ''))[:12]}: {snapshot.get('rows')} rows, "
         f"{snapshot.get('columns')} columns, {snapshot.get('task')}"
+    )
+
+
+def merged_snapshot(client: kube.Client, namespace: str, name: str) -> dict[str, Any] | None:
+    """The current snapshot of the Dataset a traffic source merges with, when it is Ready."""
+    other = client.get_or_none(kind="Dataset", namespace=namespace, name=name)
+    if other is None:
+        return None
+    snapshot = (other.get("status") or {}).get("snapshot") or {}
+    ready = conditions.find((other.get("status") or {}).get("conditions"), conditions.READY)
+    if not snapshot.get("uri") or not snapshot.get("sha256") or (ready or {}).get("status") != "True":
+        return None
+    return {"uri": snapshot["uri"], "sha256": snapshot["sha256"]}
+
+
+def waiting_for_merge(dataset: dict[str, Any], merge_name: str, ctx: runtime.Context) -> runtime.Outcome:
+    message = f"waiting for Dataset {merge_name} (spec.source.traffic.mergeWith) to have a Ready snapshot"
+    return runtime.Outcome(
+        status={
+            "conditions": runtime.updated_conditions(
+                dataset,
+                [
+                    runtime.ConditionUpdate(conditions.RECONCILING, True, "WaitingForDataset", message),
+                ],
+            )
+        },
+        requeue_after=ctx.settings.poll_seconds,
     )
 
 
@@ -84,9 +131,15 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     now_epoch = time.time()
     epoch = refresh_epoch(spec, now_epoch)
     requeue = seconds_to_next_epoch(spec, now_epoch)
-    name = jobs.data_job_name(dataset, epoch=epoch)
     namespace = dataset["metadata"]["namespace"]
-    current_hash = jobs.spec_hash(dataset)
+    merge_name = (((spec.get("source") or {}).get("traffic") or {}).get("mergeWith") or {}).get("dataset")
+    merge: dict[str, Any] | None = None
+    if merge_name:
+        merge = merged_snapshot(client, namespace, merge_name)
+        if merge is None:
+            return waiting_for_merge(dataset, merge_name, ctx)
+    name = jobs.data_job_name(dataset, epoch=epoch, merge=merge)
+    current_hash = jobs.data_inputs_hash(dataset, merge)
 
     existing = data_jobs(client, dataset)
     job = next((j for j in existing if j["metadata"]["name"] == name), None)
@@ -110,7 +163,7 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         )
     if job is None:
         job = ctx.ensure_child(
-            jobs.data_job(dataset, settings=ctx.settings.workload, epoch=epoch), owner=dataset
+            jobs.data_job(dataset, settings=ctx.settings.workload, epoch=epoch, merge=merge), owner=dataset
         )
         events.append(runtime.Event("SnapshotStarted", f"started data Job {name}"))
 
@@ -178,11 +231,14 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
                 message += f" (and {count - 5} more in status.violations)"
         else:
             message = f"data Job {name} failed: {done.message}"
+        failed_status: dict[str, Any] = {**base, "violations": violations}
+        if isinstance(done.result.get("traffic"), dict):
+            failed_status["traffic"] = traffic_of(done.result["traffic"])
         outcome = runtime.stalled_outcome(
             dataset,
             reason=done.reason,
             message=message,
-            status={**base, "violations": violations},
+            status=failed_status,
             extra=(runtime.ConditionUpdate(conditions.VALIDATED, False, done.reason, message),),
             phase="Invalid" if done.reason == "ValidationFailed" else "Failed",
         )
@@ -218,8 +274,17 @@ def reconcile(dataset: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         ],
         remove=(conditions.STALLED, conditions.RECONCILING),
     )
+    ready_status: dict[str, Any] = {
+        **base,
+        "snapshot": snapshot,
+        "violations": [],
+        "conditions": updated,
+        "phase": "Ready",
+    }
+    if isinstance(done.result.get("traffic"), dict):
+        ready_status["traffic"] = traffic_of(done.result["traffic"])
     return runtime.Outcome(
-        status={**base, "snapshot": snapshot, "violations": [], "conditions": updated, "phase": "Ready"},
+        status=ready_status,
         events=events,
         requeue_after=requeue,
     )

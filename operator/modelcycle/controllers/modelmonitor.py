@@ -38,7 +38,7 @@ import prometheus_client
 
 from modelcycle import GROUP
 from modelcycle.api import conditions, kinds, modelmonitor
-from modelcycle.builders import retraining, serving
+from modelcycle.builders import meta, retraining, serving
 from modelcycle.controllers import kube, runtime
 from modelcycle.planners import clock
 from modelcycle.planners import retrain as retrain_planner
@@ -52,6 +52,9 @@ RBAC_RULES: list[dict[str, Any]] = [
         "verbs": ["get", "list", "watch"],
     },
     {"apiGroups": [GROUP], "resources": ["trainingruns"], "verbs": ["get", "list", "watch", "create"]},
+    # Traffic retraining (spec.retrain.traffic): the Dataset of recent labelled traffic, created
+    # before its run; a stalled one that no run used is deleted when the next window replaces it.
+    {"apiGroups": [GROUP], "resources": ["datasets"], "verbs": ["get", "list", "watch", "create", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
     {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
@@ -202,6 +205,16 @@ def maybe_retrain(
         if source_name
         else None
     )
+    base = None
+    retrain = spec.retrain or modelmonitor.RetrainSettings()
+    if retrain.traffic is not None and source is not None:
+        base_name = (
+            retrain.dataset_ref.name
+            if retrain.dataset_ref is not None
+            else ((source.get("spec") or {}).get("datasetRef") or {}).get("name")
+        )
+        if base_name:
+            base = ctx.client.get_or_none(kind="Dataset", namespace=namespace, name=base_name)
     decision = retrain_planner.plan_retrain(
         obj,
         spec=spec,
@@ -213,17 +226,58 @@ def maybe_retrain(
         source_name=source_name,
         source=source,
         now=time.time(),
+        base=base,
     )
     if decision.run is None:
         return decision
+    if decision.dataset is not None:
+        decision = _traffic_first(obj, ctx, decision, runs)
+    run = decision.run
+    if run is None:
+        return decision
     try:
-        ctx.client.create(decision.run)
+        ctx.client.create(run)
     except kube.Conflict:
-        name = decision.run["metadata"]["name"]
+        name = run["metadata"]["name"]
         return retrain_planner.on_name_taken(
             obj, ctx.client.get(kind="TrainingRun", namespace=namespace, name=name)
         )
     return decision
+
+
+def _traffic_first(
+    obj: dict[str, Any],
+    ctx: runtime.Context,
+    decision: retrain_planner.RetrainDecision,
+    runs: list[dict[str, Any]],
+) -> retrain_planner.RetrainDecision:
+    """A traffic retraining: create its Dataset first; the run only once that Dataset is Ready."""
+    namespace = obj["metadata"]["namespace"]
+    mine = [
+        d
+        for d in ctx.client.list(kind="Dataset", namespace=namespace, label_selector=retraining.selector(obj))
+        if not d["metadata"].get("deletionTimestamp")
+    ]
+    decision, stale = retrain_planner.pending_traffic(decision, mine, runs)
+    assert decision.dataset is not None
+    name = decision.dataset["metadata"]["name"]
+    existing = next((d for d in mine if d["metadata"]["name"] == name), None)
+    outcome = retrain_planner.on_traffic_dataset(decision, existing)
+    if outcome.dataset is not None:
+        for old in stale:
+            ctx.client.delete(kind="Dataset", namespace=namespace, name=old)
+        try:
+            ctx.client.create(outcome.dataset)
+        except kube.Conflict:
+            found = ctx.client.get(kind="Dataset", namespace=namespace, name=name)
+            labels = found["metadata"].get("labels") or {}
+            if labels.get(meta.MONITOR) != meta.label_value(obj["metadata"]["name"]):
+                text = f"Dataset {name} exists and was not created by this monitor; delete or rename it"
+                return retrain_planner.RetrainDecision(
+                    "NameConflict", text, events=[runtime.Event("NameConflict", text, "Warning")]
+                )
+            return retrain_planner.on_traffic_dataset(decision, found)
+    return outcome
 
 
 # --------------------------------------------------------------------------- reconcile
@@ -466,7 +520,13 @@ def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             decision.reason
         )  # RetrainCreated, CoolingDown, MaxConcurrent, RetrainSourceMissing, ...
         previous_ready = conditions.find(status.get("conditions"), conditions.READY) or {}
-        already_announced = decision.reason in ("RetrainSourceMissing", "NameConflict")
+        already_announced = decision.reason in (
+            "RetrainSourceMissing",
+            "NameConflict",
+            "CollectingTraffic",
+            "TooFewLabelledRows",
+            "ValidationFailed",
+        )
         if not (already_announced and previous_ready.get("reason") == decision.reason):
             events += decision.events  # (else the condition keeps saying it)
 

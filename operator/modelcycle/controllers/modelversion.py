@@ -71,6 +71,30 @@ def production(client: kube.Client, version: dict[str, Any]) -> tuple[int, dict[
     return None
 
 
+def champion_artifact(
+    client: kube.Client, version: dict[str, Any], served: tuple[int, dict[str, float]] | None
+) -> dict[str, Any] | None:
+    """The served version's artifact when this version trained on a traffic Dataset: validation then
+    evaluates both on this version's holdout of recent traffic. None otherwise."""
+    if served is None:
+        return None
+    namespace = version["metadata"]["namespace"]
+    spec = version.get("spec") or {}
+    dataset_name = (spec.get("lineage") or {}).get("dataset")
+    dataset = (
+        client.get_or_none(kind="Dataset", namespace=namespace, name=dataset_name) if dataset_name else None
+    )
+    if dataset is None or not ((dataset.get("spec") or {}).get("source") or {}).get("traffic"):
+        return None
+    for candidate in client.list(kind="ModelVersion", namespace=namespace):
+        cspec = candidate.get("spec") or {}
+        artifact = cspec.get("artifact") or {}
+        same = cspec.get("model") == spec.get("model") and cspec.get("version") == served[0]
+        if same and artifact.get("uri") and artifact.get("sha256"):
+            return {"uri": artifact["uri"], "sha256": artifact["sha256"]}
+    return None
+
+
 def lineage_for(client: kube.Client, version: dict[str, Any]) -> dict[str, Any] | None:
     """The lineage to evaluate with: None when the spec's own is complete, else one completed from
     the lineage Dataset's current snapshot. Raises Stalled or returns {} (wait) when it cannot."""
@@ -138,7 +162,13 @@ def reconcile(version: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
             return _progress(version, "DatasetNotReady", f"waiting for Dataset {ref} to be Ready")
         served = production(client, version)
         job = ctx.ensure_child(
-            jobs.validation_job(version, settings=ctx.settings.workload, lineage=lineage, production=served),
+            jobs.validation_job(
+                version,
+                settings=ctx.settings.workload,
+                lineage=lineage,
+                production=served,
+                champion=champion_artifact(client, version, served),
+            ),
             owner=version,
         )
         against = f" against production version {served[0]}" if served else ""
@@ -184,6 +214,8 @@ def reconcile(version: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
         status["latency"] = result["latency"]
     if result.get("production"):
         status["production"] = result["production"]
+    if isinstance(result.get("holdout"), dict):
+        status["holdout"] = result["holdout"]
     if completed := workload.job_time(job, "completionTime"):
         status["validatedAt"] = completed
     summary = "; ".join(reasons) or "no gates configured"

@@ -261,7 +261,18 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
         help="keep the objects of a previous demo run instead of starting afresh",
     )
     parser.add_argument(
-        "--examples", type=Path, default=None, help="example directory (default examples/iris)"
+        "--scenario",
+        choices=["loop", "concept-drift"],
+        default="loop",
+        help="loop (default): input drift on iris and a retraining run; concept-drift: the label relation "
+        "changes, feedback accuracy falls, the monitor retrains on recent labelled traffic "
+        "(examples/concept-drift)",
+    )
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        default=None,
+        help="example directory (default examples/iris, or examples/concept-drift for that scenario)",
     )
 
 

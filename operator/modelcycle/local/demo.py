@@ -374,13 +374,23 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, narrator: Narrator) -> int:
     root = args.root
     timeout = float(args.timeout)
-    examples = Path(args.examples) if getattr(args, "examples", None) else default_examples()
+    scenario = getattr(args, "scenario", "loop")
+    if getattr(args, "examples", None):
+        examples = Path(args.examples)
+    elif scenario == "concept-drift":
+        from modelcycle.local import demo_concept_drift
+
+        examples = demo_concept_drift.default_examples()
+    else:
+        examples = default_examples()
     if not examples.is_dir():
         raise DemoError(
             f"examples not found at {examples}; pass --examples DIR (run from a ModelCycle checkout)"
         )
     print(
-        "ModelCycle demo: data → train → validate → deploy → monitor → retrain, on this machine", flush=True
+        "ModelCycle demo: data → train → validate → deploy → monitor → retrain, on this machine"
+        + (" (concept drift: retraining on recent labelled traffic)" if scenario == "concept-drift" else ""),
+        flush=True,
     )
     narrator.start()
     state = ensure_platform(root, narrator, timeout=timeout)
@@ -391,6 +401,10 @@ def _run(args: argparse.Namespace, narrator: Narrator) -> int:
     artifacts = LocalArtifacts(layout.artifacts)
     follow = Follower(kube, namespace, narrator, timeout=timeout)
     try:
+        if scenario == "concept-drift":
+            from modelcycle.local import demo_concept_drift
+
+            return demo_concept_drift.loop(args, narrator, kube, follow, layout, state, examples)
         return _loop(args, narrator, kube, follow, artifacts, layout, state, examples)
     finally:
         kube.close()

@@ -10,6 +10,7 @@ run labelled with this monitor, so it holds across operator restarts), never mor
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,9 @@ class RetrainDecision:
     message: str
     run: dict[str, Any] | None = None
     """The TrainingRun to create; None when none is created."""
+    dataset: dict[str, Any] | None = None
+    """With `retrain.traffic`: the traffic Dataset the run trains on, created first; the run is
+    created only once that Dataset is Ready (see `on_traffic_dataset`)."""
     status: dict[str, Any] = field(default_factory=dict)
     """Status fields to set once the run is created (lastRetrainTime, retrainRuns)."""
     events: list[Event] = field(default_factory=list)
@@ -52,6 +56,7 @@ def plan_retrain(
     source_name: str | None,
     source: dict[str, Any] | None,
     now: float,
+    base: dict[str, Any] | None = None,
 ) -> RetrainDecision:
     """Create a retraining run when cooldown and concurrency allow.
 
@@ -102,12 +107,66 @@ def plan_retrain(
     run_name = manifest["metadata"]["name"]
     history = [r for r in status.get("retrainRuns") or [] if r != run_name] + [run_name]
     text = f"created retraining run {run_name} ({trigger}): {message}"
+    dataset = None
+    if retrain.traffic is not None:
+        if base is None:
+            wanted = (manifest["spec"].get("datasetRef") or {}).get("name")
+            text = f"retraining wanted ({trigger}) on traffic but its base Dataset {wanted} does not exist"
+            return RetrainDecision(
+                "RetrainSourceMissing", text, events=[Event("RetrainSourceMissing", text, "Warning")]
+            )
+        dataset = retraining.traffic_dataset(monitor, base, run_name=run_name, traffic=retrain.traffic)
+        manifest["spec"]["datasetRef"] = {"name": dataset["metadata"]["name"]}
+        manifest["metadata"].setdefault("annotations", {})[retraining.BASE_DATASET] = base["metadata"]["name"]
     return RetrainDecision(
         "RetrainCreated",
         text,
         run=manifest,
+        dataset=dataset,
         status={"lastRetrainTime": clock.rfc3339(now), "retrainRuns": history[-RETRAIN_RUNS_LIMIT:]},
         events=[Event("RetrainTriggered", text)],
+    )
+
+
+def on_traffic_dataset(decision: RetrainDecision, dataset: dict[str, Any] | None) -> RetrainDecision:
+    """What to do with a traffic retraining given its Dataset as the cluster has it (None: absent).
+
+    Absent: create it (CollectingTraffic). Ready: create the run, its annotations naming both
+    snapshots. Stalled: no run; the Dataset's reason (TooFewLabelledRows, ValidationFailed) says why.
+    Otherwise its data Job is still running: wait."""
+    assert decision.run is not None and decision.dataset is not None
+    name = decision.dataset["metadata"]["name"]
+    if dataset is None:
+        text = f"collecting labelled traffic into Dataset {name}; the retraining run starts once it is Ready"
+        return RetrainDecision(
+            "CollectingTraffic", text, dataset=decision.dataset, events=[Event("TrafficDatasetCreated", text)]
+        )
+    found = (dataset.get("status") or {}).get("conditions")
+    stalled = conditions.find(found, conditions.STALLED)
+    if stalled is not None and stalled.get("status") == "True":
+        reason = str(stalled.get("reason") or "TrafficDatasetStalled")
+        text = (
+            f"no retraining run: traffic Dataset {name} is stalled ({reason}): {stalled.get('message', '')}"
+        )
+        return RetrainDecision(reason, text[:1024], events=[Event(reason, text[:1024], "Warning")])
+    ready = conditions.find(found, conditions.READY)
+    snapshot = (dataset.get("status") or {}).get("snapshot") or {}
+    if ready is None or ready.get("status") != "True" or not snapshot.get("sha256"):
+        return RetrainDecision("CollectingTraffic", f"waiting for traffic Dataset {name} to be Ready")
+    run = copy.deepcopy(decision.run)
+    annotations = run["metadata"].setdefault("annotations", {})
+    annotations[retraining.TRAFFIC_SNAPSHOT] = snapshot["sha256"]
+    merged = ((dataset.get("status") or {}).get("traffic") or {}).get("mergedSnapshot")
+    if merged:
+        annotations[retraining.BASE_SNAPSHOT] = merged
+    traffic = (dataset.get("status") or {}).get("traffic") or {}
+    text = (
+        f"{decision.message}; on Dataset {name} (snapshot {snapshot['sha256'][:12]}: "
+        f"{traffic.get('joined', 0) + traffic.get('labelledWithFeatures', 0)} labelled traffic rows, "
+        f"{traffic.get('mergedRows', 0)} base rows)"
+    )
+    return RetrainDecision(
+        "RetrainCreated", text, run=run, status=decision.status, events=[Event("RetrainTriggered", text)]
     )
 
 
@@ -121,3 +180,48 @@ def on_name_taken(monitor: dict[str, Any], existing: dict[str, Any]) -> RetrainD
     return RetrainDecision(
         "RetrainCreated", f"retraining run {run_name} already exists for this cooldown window"
     )
+
+
+def pending_traffic(
+    decision: RetrainDecision, datasets: list[dict[str, Any]], runs: list[dict[str, Any]]
+) -> tuple[RetrainDecision, list[str]]:
+    """Carry on with a traffic Dataset of an earlier cooldown window that has no run yet, instead of
+    starting another (a window can end while a Dataset is collecting); and the names of the
+    superseded ones to delete (stalled, never used by a run).
+
+    datasets: this monitor's traffic Datasets (by label); runs: its retraining runs."""
+    assert decision.run is not None and decision.dataset is not None
+    current = decision.dataset["metadata"]["name"]
+    used = {((r.get("spec") or {}).get("datasetRef") or {}).get("name") for r in runs}
+    waiting = [d for d in datasets if d["metadata"]["name"] != current and d["metadata"]["name"] not in used]
+    stale: list[str] = []
+    for found in sorted(waiting, key=lambda d: str(d["metadata"].get("creationTimestamp", ""))):
+        stalled = conditions.find((found.get("status") or {}).get("conditions"), conditions.STALLED)
+        if stalled is not None and stalled.get("status") == "True":
+            stale.append(found["metadata"]["name"])
+            continue
+        run_name = ((found["metadata"].get("annotations") or {}).get(retraining.RETRAINING_RUN)) or ""
+        if not run_name:
+            continue
+        run = copy.deepcopy(decision.run)
+        run["metadata"]["name"] = run_name
+        run["spec"]["datasetRef"] = {"name": found["metadata"]["name"]}
+        adopted = RetrainDecision(
+            decision.reason,
+            decision.message.replace(decision.run["metadata"]["name"], run_name),
+            run=run,
+            dataset={
+                **decision.dataset,
+                "metadata": {**decision.dataset["metadata"], "name": found["metadata"]["name"]},
+            },
+            status={
+                **decision.status,
+                "retrainRuns": [
+                    r if r != decision.run["metadata"]["name"] else run_name
+                    for r in decision.status.get("retrainRuns", [])
+                ],
+            },
+            events=decision.events,
+        )
+        return adopted, stale
+    return decision, stale

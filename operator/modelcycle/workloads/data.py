@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from modelcycle.api import dataset as api
+from modelcycle.workloads import inputs, sources, specfile
 from modelcycle.workloads import profile as profile_mod
 from modelcycle.workloads import snapshot as snap_mod
-from modelcycle.workloads import sources, specfile
 from modelcycle.workloads import store as store_mod
 from modelcycle.workloads.results import WorkloadError, add_common_arguments, run_workload
 
@@ -45,14 +45,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=sources.DEFAULT_CONFIG_MAP_DIR,
         help="where configMap sources are mounted: DIR/<name>/<key> (default /config)",
     )
+    parser.add_argument(
+        "--merge-snapshot-uri",
+        metavar="URI",
+        help="traffic sources with mergeWith: the snapshot of that Dataset (the operator passes it)",
+    )
+    parser.add_argument("--merge-snapshot-sha256", metavar="HEX", help="its sha256 (checked)")
     add_common_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     def body() -> dict[str, Any]:
-        spec, _ = specfile.load(args, "Dataset", api.DatasetSpec)
+        spec, metadata = specfile.load(args, "Dataset", api.DatasetSpec)
         store = store_mod.open_store(args.store)
-        return snapshot_dataset(spec, store, pvc_root=args.pvc_root, config_map_dir=args.config_map_dir)
+        # A path segment of the logs a traffic source reads: a Kubernetes name, nothing else.
+        namespace = inputs.name(str(metadata.get("namespace") or "default"), "metadata.namespace", label=True)
+        return snapshot_dataset(
+            spec,
+            store,
+            pvc_root=args.pvc_root,
+            config_map_dir=args.config_map_dir,
+            namespace=namespace,
+            merge_uri=args.merge_snapshot_uri,
+            merge_sha256=args.merge_snapshot_sha256,
+        )
 
     return run_workload(args, body)
 
@@ -246,21 +262,42 @@ def snapshot_dataset(
     *,
     pvc_root: str = sources.DEFAULT_PVC_ROOT,
     config_map_dir: str = sources.DEFAULT_CONFIG_MAP_DIR,
+    namespace: str = "default",
+    merge_uri: str | None = None,
+    merge_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Load, validate, snapshot and profile; store profile.json then data.parquet; the result JSON."""
-    frame, where = sources.load_source(spec, pvc_root=pvc_root, config_map_dir=config_map_dir)
+    traffic: dict[str, Any] | None = None
+    if spec.source.traffic is not None:
+        from modelcycle.workloads import traffic_join
+
+        merge_frame = None
+        if merge_uri:
+            base = snap_mod.from_parquet(
+                store_mod.read_uri(merge_uri, store), merge_sha256, where=f"snapshot {merge_uri}"
+            )
+            merge_frame = base.frame
+            merge_sha256 = base.sha256
+        frame, where, traffic = traffic_join.load_traffic(
+            spec, store, namespace=namespace, merge_frame=merge_frame, merge_sha256=merge_sha256
+        )
+    else:
+        frame, where = sources.load_source(spec, pvc_root=pvc_root, config_map_dir=config_map_dir)
     features, violations = validate_frame(frame, spec)
     if violations:
+        details: dict[str, Any] = {
+            "rows": len(frame),
+            "columns": len(frame.columns),
+            "violations": violations[:MAX_REPORTED_VIOLATIONS],
+            "violationCount": len(violations),
+        }
+        if traffic is not None:
+            details["traffic"] = traffic
         raise WorkloadError(
             f"{_plural(len(violations), 'violation')} in {where}: {violations[0]}"
             + ("" if len(violations) == 1 else f" (and {len(violations) - 1} more)"),
             reason="ValidationFailed",
-            details={
-                "rows": len(frame),
-                "columns": len(frame.columns),
-                "violations": violations[:MAX_REPORTED_VIOLATIONS],
-                "violationCount": len(violations),
-            },
+            details=details,
         )
     snap = make_snapshot(frame, spec, features)
     profile_bytes = profile_mod.dumps(make_profile(snap))
@@ -289,4 +326,5 @@ def snapshot_dataset(
         "source": where,
         "violations": [],
         "violationCount": 0,
+        **({"traffic": traffic} if traffic is not None else {}),
     }

@@ -59,6 +59,47 @@ LIMIT_HELP = {
 """One flag per field of serve_http.Limits (`--max-headers` for max_headers), defaults from it."""
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return value
+
+
+def log_config(args: argparse.Namespace, model_name: str) -> Any:
+    """The inference logger's settings, or None when logging is off (exit 2 on a bad store)."""
+    if args.log_sample_rate <= 0:
+        return None
+    from modelcycle.workloads import inputs, store
+    from modelcycle.workloads.results import InvalidSpec, WorkloadError
+    from modelcycle.workloads.serve_logging import LogConfig
+
+    namespace = args.log_namespace or os.environ.get("POD_NAMESPACE") or "default"
+    deployment = args.log_deployment or model_name
+    try:
+        inputs.name(namespace, "--log-namespace", label=True)
+        inputs.name(deployment, "--log-deployment")
+        opened = store.open_store(args.store)
+    except (InvalidSpec, WorkloadError) as exc:
+        raise UserError(str(exc)) from exc
+    return LogConfig(
+        store=opened,
+        namespace=namespace,
+        deployment=deployment,
+        sample_rate=args.log_sample_rate,
+        flush_interval=args.log_flush_seconds,
+        segment_rows=args.log_segment_rows,
+        buffer_rows=args.log_buffer_rows,
+    )
+
+
 def _grpc_port(text: str) -> int | None:
     if text == "off":
         return None
@@ -114,6 +155,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drift-correction", choices=["holm", "bh", "none"], default="holm")
     parser.add_argument(
         "--feedback-window", type=_positive_int, default=10_000, help="labelled rows kept (default 10000)"
+    )
+    logging_ = parser.add_argument_group("inference logging (docs/serving.md)")
+    logging_.add_argument(
+        "--log-sample-rate",
+        type=_rate,
+        default=0.0,
+        help="share of requests logged to the artifact store, 0 to 1 (default 0: off); feedback "
+        "labels are logged whenever this is above 0",
+    )
+    logging_.add_argument(
+        "--log-deployment",
+        help="ModelDeployment the logs are filed under (default: the model name)",
+    )
+    logging_.add_argument(
+        "--log-namespace", help="namespace the logs are filed under (default: $POD_NAMESPACE or default)"
+    )
+    logging_.add_argument(
+        "--log-flush-seconds",
+        type=_positive_float,
+        default=10.0,
+        help="write a segment this often (default 10)",
+    )
+    logging_.add_argument(
+        "--log-segment-rows", type=_positive_int, default=10_000, help="most rows per segment (default 10000)"
+    )
+    logging_.add_argument(
+        "--log-buffer-rows",
+        type=_positive_int,
+        default=100_000,
+        help="most rows held in memory; more are dropped and counted (default 100000)",
     )
     from modelcycle.workloads.serve_http import Limits
 
@@ -288,6 +359,7 @@ async def serve(args: argparse.Namespace, model: Any, profile: dict[str, Any] | 
         executor=executor,
         max_body_bytes=args.max_body_bytes,
         feedback_window=args.feedback_window,
+        log_config=log_config(args, model.name),
     )
     server = HttpServer(
         app.handle,

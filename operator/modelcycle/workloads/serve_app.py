@@ -46,6 +46,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from modelcycle import __version__
 from modelcycle.workloads import drift
 from modelcycle.workloads.serve_batching import Job, MicroBatcher, Outcome
+from modelcycle.workloads.serve_logging import InferenceLogger, LogConfig
 from modelcycle.workloads.serve_model import ServedModel
 from modelcycle.workloads.serve_protocol import (
     HEADER_LENGTH,
@@ -245,6 +246,7 @@ class InferenceApp:
         executor: Any = None,
         max_body_bytes: int = 16 << 20,
         feedback_window: int = 10_000,
+        log_config: LogConfig | None = None,
     ) -> None:
         self.model = model
         self.profile = profile
@@ -313,6 +315,17 @@ class InferenceApp:
             for o in ("success", "client_error", "server_error")
         }
         self._rows_child = self._rows.labels(*labels)
+        self.logger = (
+            None
+            if log_config is None
+            else InferenceLogger(
+                log_config,
+                model_name=model.name,
+                model_version=model.version,
+                features=model.feature_names,
+                registry=self.registry,
+            )
+        )
         self._batch_rows_child = self._batch_rows.labels(*labels)
         self._batch_requests_child = self._batch_requests.labels(*labels)
         self._metadata = orjson.dumps(model_metadata(model))
@@ -328,14 +341,18 @@ class InferenceApp:
         """Start the micro-batcher on the running loop and report ready."""
         self.loop = asyncio.get_running_loop()
         self.batcher.start()
+        if self.logger is not None:
+            self.logger.start()
         self.serving = True
         self.ready = True
 
     async def close(self) -> None:
-        """Stop reporting ready and finish the queued requests."""
+        """Stop reporting ready, finish the queued requests, write the inference log's last records."""
         self.ready = False
         await self.batcher.close()
         self.serving = False
+        if self.logger is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.logger.close)
 
     # ------------------------------------------------------------------ statistics hooks
 
@@ -524,6 +541,8 @@ class InferenceApp:
             return fail(500, f"encoding the response failed: {exc}")
         if request.id is not None:
             self.feedback.remember(request.id, predictions)
+        if self.logger is not None:
+            self.logger.log_request(request.id, request.x, predictions)
         self._observe("success", started)
         return answer
 
@@ -595,13 +614,30 @@ class InferenceApp:
             raise ProtocolError("threshold must be > 0 and minSamples >= 1")
         return json_response(200, self.drift_report(config))
 
+    def _feedback_inputs(self, value: Any, rows: int) -> NDArray[Any]:
+        """The `inputs` of a feedback item: rows in feature order, or columns by feature name."""
+        names = self.model.feature_names
+        if isinstance(value, dict):
+            missing = [n for n in names if n not in value]
+            if missing:
+                raise ProtocolError(f"`inputs` lacks the features {missing[:5]}")
+            columns = [value[n] for n in names]
+            if not all(isinstance(c, list) and len(c) == rows for c in columns):
+                raise ProtocolError(f"every feature of `inputs` needs a list of {rows} values")
+            return np.array(columns, dtype=object).T.reshape(rows, len(names))
+        if not isinstance(value, list) or len(value) != rows:
+            raise ProtocolError(f"`inputs` must hold {rows} rows (one per label)")
+        if not all(isinstance(r, list) and len(r) == len(names) for r in value):
+            raise ProtocolError(f"each row of `inputs` needs {len(names)} values, in feature order")
+        return np.array(value, dtype=object).reshape(rows, len(names))
+
     def _feedback(self, headers: Mapping[str, str], body: bytes) -> Response:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise ProtocolError(f"body is not valid JSON: {exc}") from exc
         items = payload if isinstance(payload, list) else [payload]
-        parsed: list[tuple[str | None, list[Any], list[Any] | None]] = []
+        parsed: list[tuple[str | None, list[Any], list[Any] | None, NDArray[Any] | None]] = []
         for item in items:
             if not isinstance(item, dict):
                 raise ProtocolError("feedback must be an object or a list of objects")
@@ -614,21 +650,40 @@ class InferenceApp:
             predictions = item.get("predictions")
             if predictions is not None and not isinstance(predictions, list):
                 raise ProtocolError("`predictions` must be a list")
-            if request_id is None and predictions is None:
-                raise ProtocolError("feedback needs the `id` of an inference request, or `predictions`")
-            parsed.append((request_id, labels, predictions))
+            x = None if item.get("inputs") is None else self._feedback_inputs(item["inputs"], len(labels))
+            if x is not None and self.logger is None:
+                raise ProtocolError("feedback with `inputs` is only kept when inference logging is on")
+            if request_id is None and predictions is None and x is None:
+                raise ProtocolError(
+                    "feedback needs the `id` of an inference request, `predictions` or `inputs`"
+                )
+            parsed.append((request_id, labels, predictions, x))
         accepted = 0
+        persisted = 0
         unknown: list[str] = []
-        for request_id, labels, predictions in parsed:
+        for request_id, labels, predictions, _ in parsed:
+            if request_id is None and predictions is None:
+                continue
             try:
                 accepted += self.feedback.add(labels, request_id=request_id, predictions=predictions)
             except KeyError:
                 unknown.append(str(request_id))
             except ValueError as exc:
                 raise ProtocolError(f"feedback for {request_id or 'predictions'}: {exc}") from exc
+        if self.logger is not None:
+            for request_id, labels, _, x in parsed:
+                if self.logger.log_feedback(request_id, labels, x):
+                    persisted += len(labels)
         stats = self.feedback.statistics()
-        result = {"accepted": accepted, "unknownIds": unknown, "metrics": drift.performance(stats)}
-        if unknown and not accepted:
+        result: dict[str, Any] = {
+            "accepted": accepted,
+            "unknownIds": unknown,
+            "metrics": drift.performance(stats),
+        }
+        if self.logger is not None:
+            # Kept for the offline join, which matches ids served by any replica.
+            result["persisted"] = persisted
+        if unknown and not accepted and not persisted:
             return Response(
                 404,
                 orjson.dumps(

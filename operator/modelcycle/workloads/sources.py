@@ -184,6 +184,6 @@ def load_source(
             inputs.under(volume, key, field="spec.source.configMap.key"), f"ConfigMap {config_map}"
         )
     else:
-        raise InvalidSpec("spec.source must set exactly one of builtin, url, s3, pvc, configMap")
+        raise InvalidSpec("spec.source must set exactly one of builtin, url, s3, pvc, configMap, traffic")
     log.info("read %d bytes from %s", len(data), where)
     return parse_table(data, spec.format, where), where

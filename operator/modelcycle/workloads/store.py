@@ -20,6 +20,8 @@ Layout (keys relative to the store root):
     datasets/sha256/<hex>/data.parquet        content-addressed snapshot (+ profile.json beside it)
     models/<namespace>/<model>/runs/<run>/    model.skops + metadata.json written by training
     models/<namespace>/<model>/v<N>/          model.skops + metadata.json published by validation
+    inference-logs/<namespace>/<deployment>/  served requests, Parquet segments (serve_logging.py)
+    feedback/<namespace>/<deployment>/        feedback labels, Parquet segments (serve_logging.py)
 """
 
 from __future__ import annotations

@@ -46,6 +46,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--production-version", type=int, metavar="N", help="the version in production")
     parser.add_argument(
+        "--production-artifact-uri",
+        metavar="URI",
+        help="the production version's artifact: it is evaluated on this version's holdout rows and "
+        "mustBeatProduction compares on those (needs --production-artifact-sha256 and --production-version)",
+    )
+    parser.add_argument("--production-artifact-sha256", metavar="HEX", help="its sha256 (checked)")
+    parser.add_argument(
         "--publish", action="store_true", help="copy a Validated artifact to models/<ns>/<model>/v<N>/"
     )
     add_common_arguments(parser)
@@ -73,7 +80,16 @@ def run(args: argparse.Namespace) -> int:
         production = _production(args)
         store = store_mod.open_store(args.store)
         namespace = args.namespace or meta.get("namespace") or "default"
-        return validate(spec, store, namespace=namespace, production=production, publish=args.publish)
+        champion = None
+        if args.production_artifact_uri:
+            if not args.production_artifact_sha256 or args.production_version is None:
+                raise InvalidSpec(
+                    "--production-artifact-uri needs --production-artifact-sha256 and --production-version"
+                )
+            champion = (args.production_artifact_uri, args.production_artifact_sha256)
+        return validate(
+            spec, store, namespace=namespace, production=production, publish=args.publish, champion=champion
+        )
 
     return run_workload(args, body)
 
@@ -181,6 +197,7 @@ def validate(
     namespace: str = "default",
     production: tuple[int, dict[str, float]] | None = None,
     publish: bool = False,
+    champion: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Verify, evaluate, gate (and publish); the result JSON (without `ok`)."""
     uri = inputs.artifact_uri(spec.artifact.uri, "spec.artifact.uri")
@@ -215,6 +232,7 @@ def validate(
         )
     X = snap.frame[expected]
     _, X_test, _, y_test = metrics_mod.holdout_split(X, snap.y(), snap.task, lineage.split or Split())
+
     try:
         holdout = metrics_mod.evaluate(model, X_test, y_test, snap.task)
         latency = metrics_mod.measure_latency(model, X_test)
@@ -224,6 +242,35 @@ def validate(
         raise WorkloadError(
             f"the model failed on the holdout rows: {type(exc).__name__}: {exc}", reason="EvaluationFailed"
         ) from exc
+    split = lineage.split or Split()
+    holdout_info: dict[str, Any] = {
+        "datasetSha256": snap.sha256,
+        "rows": len(y_test),
+        "testFraction": split.test_fraction,
+        "seed": split.seed,
+    }
+    if lineage.dataset:
+        holdout_info["dataset"] = lineage.dataset
+    if champion is not None and production is not None:
+        # Champion and challenger on the same rows: this version's holdout, which for a version
+        # trained on recent traffic is the distribution that matters now.
+        champion_uri = inputs.artifact_uri(champion[0], "--production-artifact-uri")
+        try:
+            champion_model = safeload.load_model(
+                store_mod.read_uri(champion_uri, store),
+                expected_sha256=champion[1],
+                where=f"production artifact {champion_uri}",
+            )
+            champion_metrics = metrics_mod.evaluate(champion_model, X_test, y_test, snap.task)
+        except WorkloadError:
+            raise
+        except Exception as exc:
+            raise WorkloadError(
+                f"the production model failed on this version's holdout rows: {type(exc).__name__}: {exc}",
+                reason="EvaluationFailed",
+            ) from exc
+        production = (production[0], champion_metrics)
+        holdout_info["productionEvaluated"] = True
     passed, reasons, comparison = apply_gates(holdout, spec.gates, production)
     log.info("validated=%s metrics=%s reasons=%s", passed, holdout, reasons)
     result: dict[str, Any] = {
@@ -231,6 +278,7 @@ def validate(
         "reasons": reasons,
         "metrics": holdout,
         "latency": latency,
+        "holdout": holdout_info,
     }
     if comparison is not None:
         result["production"] = comparison
