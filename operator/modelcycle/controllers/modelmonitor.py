@@ -32,7 +32,7 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 
@@ -42,7 +42,9 @@ from modelcycle.builders import retraining, serving
 from modelcycle.controllers import kube, runtime
 from modelcycle.planners import clock
 from modelcycle.planners import retrain as retrain_planner
-from modelcycle.workloads import drift
+
+if TYPE_CHECKING:
+    from modelcycle.workloads import drift
 
 RBAC_RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": ["modelmonitors"], "verbs": ["get", "list", "watch"]},
@@ -134,6 +136,7 @@ def reference_profile(
     ctx: runtime.Context, pods: list[dict[str, Any]], model: str, fingerprint: str
 ) -> dict[str, Any] | None:
     """The profile the server counts against, by fingerprint: cached, else asked of a serving pod."""
+    from modelcycle.workloads import drift  # numpy, pandas and scipy: see `reconcile`
     with _profiles_lock:
         if fingerprint in _profiles:
             _profiles.move_to_end(fingerprint)
@@ -273,6 +276,10 @@ def _performance_check(
 
 
 def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
+    # Imported by the first monitor's reconcile, not with the operator: numpy, pandas and scipy are
+    # about 130 MB of the operator's RSS, which an operator without ModelMonitors never needs.
+    from modelcycle.workloads import drift
+
     spec = modelmonitor.ModelMonitorSpec.model_validate(obj.get("spec") or {})
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     generation = obj["metadata"].get("generation")
