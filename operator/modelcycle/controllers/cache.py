@@ -6,6 +6,10 @@ and name; deletions drop them. The operator's own writes go in too (a created Jo
 status), so the next reconcile reads its own writes even before their watch event arrives: the
 newer resourceVersion wins.
 
+Objects are held without `metadata.managedFields` (no controller reads them; they are a large
+share of every object). The store also knows the operator's own last write of each object, so
+that the watch event which merely brings that write back (its "echo") starts no reconcile.
+
 A kind is `synced` once the store was filled by one LIST at start-up; until then, and for kinds it
 does not hold, `Reads` asks the API server. A cached child that is missing is treated as absent:
 creating it then answers 409 when it does exist, and the controller adopts it (`ensure_child`).
@@ -27,6 +31,22 @@ def _revision(obj: dict[str, Any]) -> int | None:
         return None
 
 
+def _compare(a: str | None, b: str | None) -> int | None:
+    """-1, 0 or 1 as resourceVersion a is older than, equal to or newer than b; None if unknown."""
+    try:
+        x, y = int(a or ""), int(b or "")
+    except ValueError:
+        return None
+    return (x > y) - (x < y)
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    metadata = obj.get("metadata") or {}
+    if "managedFields" not in metadata:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+
+
 def parse_selector(selector: str | None) -> dict[str, str]:
     """`a=b,c=d` (equality terms only, as the controllers write them)."""
     labels: dict[str, str] = {}
@@ -44,10 +64,13 @@ class Store:
         self._lock = threading.Lock()
         self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self._synced: set[str] = set()
+        self._written: dict[tuple[str, str, str], str] = {}
+        """(kind, namespace, name) -> resourceVersion of the operator's last write not yet echoed."""
 
     def __len__(self) -> int:
+        """Objects held, and own writes not yet echoed (both must go with the objects)."""
         with self._lock:
-            return sum(len(items) for items in self._objects.values())
+            return sum(len(items) for items in self._objects.values()) + len(self._written)
 
     def synced(self, kind: str) -> bool:
         return kind in self._synced
@@ -71,19 +94,48 @@ class Store:
                 new, old = _revision(obj), _revision(held)
                 if new is not None and old is not None and new < old:
                     return
-            items[key] = obj
+            items[key] = _slim(obj)
+
+    def wrote(self, obj: dict[str, Any]) -> None:
+        """The operator's own write of `obj` (as the API server answered it): kept, and its watch
+        event will be recognised as an echo (`is_echo`)."""
+        metadata = obj.get("metadata") or {}
+        if obj.get("kind") and metadata.get("name") and metadata.get("resourceVersion"):
+            with self._lock:
+                key = (obj["kind"], metadata.get("namespace") or "", metadata["name"])
+                self._written[key] = metadata["resourceVersion"]
+        self.put(obj)
+
+    def is_echo(self, kind: str, obj: dict[str, Any]) -> bool:
+        """Whether this watch event of `obj` only brings back the operator's own last write of it.
+
+        An older event leaves that write expected; the echo itself or anything newer ends the wait."""
+        metadata = obj.get("metadata") or {}
+        key = (kind, metadata.get("namespace") or "", metadata.get("name") or "")
+        with self._lock:
+            written = self._written.get(key)
+            if written is None:
+                return False
+            order = _compare(metadata.get("resourceVersion"), written)
+            if order == -1:
+                return False
+            del self._written[key]
+            return order == 0
 
     def delete(self, obj: dict[str, Any]) -> None:
         metadata = obj.get("metadata") or {}
+        kind = obj.get("kind") or ""
+        key = (metadata.get("namespace") or "", metadata.get("name") or "")
         with self._lock:
-            items = self._objects.get(obj.get("kind") or "")
+            self._written.pop((kind, *key), None)
+            items = self._objects.get(kind)
             if items is None:
                 return
-            held = items.get((metadata.get("namespace") or "", metadata.get("name") or ""))
+            held = items.get(key)
             if held is not None and held["metadata"].get("uid") == metadata.get("uid"):
-                del items[(metadata.get("namespace") or "", metadata["name"])]
+                del items[key]
                 if not items:
-                    del self._objects[obj["kind"]]
+                    del self._objects[kind]
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -122,4 +174,4 @@ class Reads:
     def remember(self, obj: dict[str, Any] | None) -> None:
         """One of the operator's own writes, as the API server answered it."""
         if self.store is not None and obj and self.store.synced(obj.get("kind") or ""):
-            self.store.put(obj)
+            self.store.wrote(obj)

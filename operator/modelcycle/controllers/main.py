@@ -214,7 +214,11 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(args.kubeconfig):
             raise errors.UserError(f"kubeconfig {args.kubeconfig} does not exist")
         os.environ["KUBECONFIG"] = args.kubeconfig
-    client = kube.Client(kube.load_configuration(kubeconfig=args.kubeconfig))
+    configuration = kube.load_configuration(kubeconfig=args.kubeconfig)
+    # One kept-alive connection per thread that sends: urllib3 discards (and each request then
+    # opens, with a TLS handshake) every connection beyond the pool's size (default 5 per core).
+    configuration.connection_pool_maxsize = args.workers + scheduler.EVENT_POSTERS + 2
+    client = kube.Client(configuration)
     runner = scheduler.Runner(
         runtime.Context(client=client, settings=settings_from(args), store=cache.Store()),
         registry=REGISTRY,

@@ -32,7 +32,7 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import prometheus_client
 
@@ -42,9 +42,6 @@ from modelcycle.builders import retraining, serving
 from modelcycle.controllers import kube, runtime
 from modelcycle.planners import clock
 from modelcycle.planners import retrain as retrain_planner
-
-if TYPE_CHECKING:
-    from modelcycle.workloads import drift
 
 RBAC_RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": ["modelmonitors"], "verbs": ["get", "list", "watch"]},
@@ -137,6 +134,7 @@ def reference_profile(
 ) -> dict[str, Any] | None:
     """The profile the server counts against, by fingerprint: cached, else asked of a serving pod."""
     from modelcycle.workloads import drift  # numpy, pandas and scipy: see `reconcile`
+
     with _profiles_lock:
         if fingerprint in _profiles:
             _profiles.move_to_end(fingerprint)
