@@ -38,3 +38,7 @@ def test_memory_is_given_back_after_the_store_shrank_and_held_still(sizes: list[
 
 def test_malloc_trim_answers_without_raising() -> None:
     assert memory.malloc_trim() in (True, False)
+
+
+def test_limiting_malloc_arenas_answers_without_raising() -> None:
+    assert memory.limit_arenas(8) in (True, False)  # glibc's default for this 1-8 core machine

@@ -24,13 +24,35 @@ SETTLE_SECONDS = 6.0
 """How long the store's size must hold still first (kopf's per-object workers idle out in 5 s)."""
 
 
+M_ARENA_MAX = -8
+"""mallopt's parameter number for the most malloc arenas (glibc's malloc.h)."""
+ARENAS = 2
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except OSError:
+        return None
+
+
+def limit_arenas(arenas: int = ARENAS) -> bool:
+    """At most `arenas` glibc malloc arenas (default: 8 per core, each thread that allocates may
+    get its own, and each keeps its freed memory): the reconcile and Event threads share a few.
+    Called before the threads start; False where there is no glibc."""
+    libc = _libc()
+    try:
+        return libc is not None and bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except AttributeError:
+        return False
+
+
 def malloc_trim() -> bool:
     """glibc's malloc_trim(0): free heap pages go back to the system. False where there is none."""
-    name = ctypes.util.find_library("c")
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to trim
+        return libc is not None and bool(libc.malloc_trim(0))
+    except AttributeError:  # not glibc (musl, macOS): nothing to trim
         return False
 
 
