@@ -382,6 +382,7 @@ def main() -> int:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--operator-log", type=Path, help="keep the operator's log there")
     args = parser.parse_args()
 
     with (
@@ -405,6 +406,8 @@ def main() -> int:
         finally:
             operator.stop()
             log = (Path(tmp) / "operator.log").read_text(errors="replace")
+            if args.operator_log:
+                args.operator_log.write_text(log)
     errors = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
     print(report(results, errors))
     return 0

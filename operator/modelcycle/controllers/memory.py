@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
 from collections.abc import Callable
 
 logger = logging.getLogger("modelcycle.operator")
@@ -83,8 +84,24 @@ class Trimmer:
         self.high = max(self.high, size)
         if self.high - size < self.min_drop or now - self._since < self.settle_seconds:
             return False
-        self.high = size
+        before = rss_mb()
         gc.collect()
         self.trim()
-        logger.debug("gave memory back: the store holds %d objects", size)
+        logger.info(
+            "gave memory back: the store held %d objects at most and holds %d; RSS %.0f -> %.0f MB",
+            self.high,
+            size,
+            before,
+            rss_mb(),
+        )
+        self.high = size
         return True
+
+
+def rss_mb() -> float:
+    """This process's resident set size (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
