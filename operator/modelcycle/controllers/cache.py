@@ -6,9 +6,15 @@ and name; deletions drop them. The operator's own writes go in too (a created Jo
 status), so the next reconcile reads its own writes even before their watch event arrives: the
 newer resourceVersion wins.
 
-Objects are held without `metadata.managedFields` (no controller reads them; they are a large
-share of every object). The store also knows the operator's own last write of each object, so
-that the watch event which merely brings that write back (its "echo") starts no reconcile.
+Each object is held as one block of compact JSON, without `metadata.managedFields` (no controller
+reads them), beside its uid, resourceVersion and labels; a read decodes a fresh copy, which the
+reconcile may change freely. As a tree of small Python objects a Job costs several times its JSON,
+and after a burst the freed small objects stay scattered over CPython's arenas, so the operator's
+RSS would not come down when the objects are deleted; one block each goes back to the allocator
+whole (`controllers.memory` then returns it to the system).
+
+The store also knows the operator's own last write of each object, so that the watch event which
+merely brings that write back (its "echo") starts no reconcile.
 
 A kind is `synced` once the store was filled by one LIST at start-up; until then, and for kinds it
 does not hold, `Reads` asks the API server. A cached child that is missing is treated as absent:
@@ -17,8 +23,10 @@ creating it then answers 409 when it does exist, and the controller adopts it (`
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from modelcycle.controllers import kube
@@ -47,6 +55,23 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    uid: str | None
+    revision: int | None
+    labels: dict[str, str]
+    data: bytes
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> _Held:
+        metadata = obj["metadata"]
+        data = json.dumps(_slim(obj), separators=(",", ":"), ensure_ascii=False).encode()
+        return cls(metadata.get("uid"), _revision(obj), dict(metadata.get("labels") or {}), data)
+
+    def decode(self) -> dict[str, Any]:
+        return dict(json.loads(self.data))
+
+
 def parse_selector(selector: str | None) -> dict[str, str]:
     """`a=b,c=d` (equality terms only, as the controllers write them)."""
     labels: dict[str, str] = {}
@@ -62,7 +87,7 @@ class Store:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._objects: dict[str, dict[tuple[str, str], _Held]] = {}
         self._synced: set[str] = set()
         self._written: dict[tuple[str, str, str], str] = {}
         """(kind, namespace, name) -> resourceVersion of the operator's last write not yet echoed."""
@@ -87,14 +112,19 @@ class Store:
         if not obj.get("kind") or not metadata.get("name"):
             return
         key = (metadata.get("namespace") or "", metadata["name"])
+        new = _Held.of(obj)
         with self._lock:
             items = self._objects.setdefault(obj["kind"], {})
             held = items.get(key)
-            if held is not None and held["metadata"].get("uid") == metadata.get("uid"):
-                new, old = _revision(obj), _revision(held)
-                if new is not None and old is not None and new < old:
-                    return
-            items[key] = _slim(obj)
+            older = (
+                held is not None
+                and held.uid == new.uid
+                and new.revision is not None
+                and held.revision is not None
+                and new.revision < held.revision
+            )
+            if not older:
+                items[key] = new
 
     def wrote(self, obj: dict[str, Any]) -> None:
         """The operator's own write of `obj` (as the API server answered it): kept, and its watch
@@ -132,14 +162,15 @@ class Store:
             if items is None:
                 return
             held = items.get(key)
-            if held is not None and held["metadata"].get("uid") == metadata.get("uid"):
+            if held is not None and held.uid == metadata.get("uid"):
                 del items[key]
                 if not items:
                     del self._objects[kind]
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
-            return (self._objects.get(kind) or {}).get((namespace, name))
+            held = (self._objects.get(kind) or {}).get((namespace, name))
+        return None if held is None else held.decode()
 
     def list(
         self, kind: str, namespace: str, labels: Mapping[str, str] | None = None
@@ -148,9 +179,9 @@ class Store:
         with self._lock:
             items = list((self._objects.get(kind) or {}).items())
         return [
-            obj
-            for (obj_namespace, _), obj in items
-            if obj_namespace == namespace and wanted <= (obj["metadata"].get("labels") or {}).items()
+            held.decode()
+            for (held_namespace, _), held in items
+            if held_namespace == namespace and wanted <= held.labels.items()
         ]
 
 
