@@ -6,7 +6,7 @@ refresh all work); requests go through the official client's TLS-configured conn
 without its generated models. Every request has a connect and a read timeout.
 
 The operator's kind-based client (`modelcycle.controllers.kube.Client`) and the local platform
-(node agent, traffic, demo) both send through `Kube`.
+(platform, traffic, demo) both send through `Kube`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class Kube:
         self.retries = retries
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: Path, *, user_agent: str = "modelcycle-local-node") -> Kube:
+    def from_kubeconfig(cls, kubeconfig: Path, *, user_agent: str = "modelcycle") -> Kube:
         from kubernetes import client, config
 
         configuration = client.Configuration()

@@ -1,27 +1,26 @@
-"""End-to-end tier: the whole loop on a real control plane with the local node running every pod.
+"""End-to-end tier: the whole loop on the real node.
 
-One platform per session (modelcycle.local.platform: control plane + local node agent + CRDs),
-on a control plane of its own: the integration tier's control plane has no node on purpose (its
-pods must stay Pending), so the two never share one. The operator is the real `modelcycle
-operator` process (tests/support/operator.py), restartable by the drills. Each test gets
-namespaces labelled pod-security `restricted`, each with its own artifact PersistentVolume
-(a directory of the platform, node affinity to the local node) and claim.
+One platform per session, brought up as a user brings it up: `modelcycle local up` (containerd +
+runc, a real kubelet and kube-proxy, the operator installed in-cluster by the Helm chart from the
+images `make setup` built), and `modelcycle local down --purge` at the end, which must leave
+nothing of ours on the host. Every pod runs in a container of our images; Services route through
+kube-proxy; the ModelMonitor reads the serving pods' stats through the API server's pod proxy (the
+chart's default). Each test gets namespaces labelled pod-security `restricted`, each with its own
+artifact PersistentVolume (a directory of this host, node affinity to the node) and claim.
 
-Nothing is simulated: Jobs complete because their pods ran as processes of this machine. Without
-the Kubernetes binaries (or off Linux, which the node needs) the tier skips, and fails under CI=1.
+Without root, Linux or a usable container runtime (`modelcycle local preflight`) the tier skips,
+and fails under CI=1.
 
 External-cluster mode: with MODELCYCLE_E2E_KUBECONFIG naming a kubeconfig, the fixtures start no
-control plane, node or operator. They use that cluster, where the operator must already run (the
-Helm chart's; `make e2e-kind`): its CRDs must exist, and a Deployment labelled
-app.kubernetes.io/name=modelcycle, if there is one, must be ready. Each test namespace (pod
-security `restricted`) gets its artifact claim (ReadWriteOnce, 1Gi) from the cluster's default
-StorageClass, or, with MODELCYCLE_E2E_ARTIFACT_ROOT set, a local PersistentVolume in a directory
-of this host (for a cluster whose node shares this filesystem, such as `modelcycle local up`,
-which has no provisioner). Traffic reaches serving pods through the API server's proxy
-(MODELCYCLE_E2E_TRANSPORT=service-proxy, the default there) or straight to pod IPs (`direct`, the
-default of the local mode; also needed against `modelcycle local up`, whose loopback pod IPs the
-API server refuses to proxy to). Tests that kill or restart the suite's own operator or node
-(test_restarts.py, test_local_cli.py) skip in this mode. See docs/install.md.
+platform. They use that cluster, where the operator must already run (the Helm chart's; `make
+e2e-kind`): its CRDs must exist, and a Deployment labelled app.kubernetes.io/name=modelcycle, if
+there is one, must be ready. Each test namespace gets its artifact claim (ReadWriteOnce, 1Gi) from
+the cluster's default StorageClass, or, with MODELCYCLE_E2E_ARTIFACT_ROOT set, a local
+PersistentVolume in a directory of this host (for a one-node cluster sharing this filesystem).
+Traffic reaches serving pods through the API server's proxy (MODELCYCLE_E2E_TRANSPORT=service-proxy,
+the default there) or straight to pod IPs (`direct`, the default on the suite's own node, whose pod
+IPs this host routes). The drills that break the suite's own node (test_restarts.py,
+test_real_node.py) skip in this mode. See docs/install.md.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import sys
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -41,18 +39,13 @@ import pytest
 from modelcycle import GROUP
 from modelcycle.api import kinds
 from modelcycle.kubeclient import ApiError, Kube, NotFound
-from modelcycle.local import platform, traffic
-from modelcycle.local.controlplane import CONTROL_PLANE_BINARIES
-from support.cluster import api_client_for, describe_namespace, missing_prerequisite, require_binaries
+from modelcycle.local import incluster, kubenode, platform, traffic
+from support.cluster import api_client_for, describe_namespace, missing_prerequisite
 from support.loop import Cluster, ConditionLog
-from support.operator import OperatorProcess
+from support.realnode import RealNodePlatform, run_local
 
 HERE = Path(__file__).resolve().parent
-NODE_NAME = "modelcycle-e2e"
-# A loopback range of its own: a `modelcycle local up` platform (127.1.0.0/16) may run beside.
-POD_NETWORK = "127.77.0.0/16"
 ARTIFACT_CLAIM = "modelcycle-artifacts"
-OPERATOR_ARGS = ("--monitor-stats-access", "direct", "--artifact-claim", ARTIFACT_CLAIM)
 
 EXTERNAL_KUBECONFIG_ENV = "MODELCYCLE_E2E_KUBECONFIG"
 TRANSPORT_ENV = "MODELCYCLE_E2E_TRANSPORT"
@@ -60,13 +53,13 @@ ARTIFACT_ROOT_ENV = "MODELCYCLE_E2E_ARTIFACT_ROOT"
 EXTERNAL_ARTIFACT_SIZE = "1Gi"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=modelcycle"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
-# Drills that kill or restart the operator or node this suite starts: nothing to kill elsewhere.
-LOCAL_PLATFORM_ONLY = ("test_restarts.py", "test_local_cli.py")
+# Drills that break the node or the operator this suite starts: nothing to break elsewhere.
+LOCAL_PLATFORM_ONLY = ("test_restarts.py", "test_real_node.py")
+UP_TIMEOUT = 300
 
 _clusters = pytest.StashKey[list[Cluster]]()
 _condition_logs = pytest.StashKey[list[ConditionLog]]()
-_session_platform: list[platform.Platform] = []
-_session_operator: list[OperatorProcess] = []
+_session_platform: list[RealNodePlatform] = []
 
 ClusterFactory = Callable[..., Cluster]
 
@@ -94,7 +87,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(
                     pytest.mark.skip(
                         reason=f"external-cluster mode ({EXTERNAL_KUBECONFIG_ENV}={external}): this "
-                        "drill kills/restarts the operator or node the suite starts itself"
+                        "drill breaks the node or operator the suite starts itself"
                     )
                 )
 
@@ -110,7 +103,7 @@ def _traffic_transport() -> Iterator[str]:
 
 @dataclass
 class Target:
-    """Where the tests' namespaces live: the suite's own platform, or an external cluster."""
+    """Where the tests' namespaces live: the suite's own real node, or an external cluster."""
 
     kube: Kube
     kubeconfig: Path
@@ -118,41 +111,42 @@ class Target:
     node_name: str | None
     """The node every pod must run on (None: a cluster with several nodes, any of them)."""
     container_prefix: str | None
-    """The scheme every containerID must have (local:// on the local node)."""
+    """The scheme every containerID must have (containerd:// on the real node)."""
     artifact_root: Path | None
     """Where per-namespace local PersistentVolumes go; None: the default StorageClass."""
 
 
 @pytest.fixture(scope="session")
-def e2e_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[platform.Platform]:
-    """Control plane + local node + CRDs, attached to this session (no operator: see e2e_operator)."""
-    binaries = require_binaries(CONTROL_PLANE_BINARIES)
-    if not sys.platform.startswith("linux"):
-        missing_prerequisite("the local node needs Linux")
-    root = tmp_path_factory.mktemp("platform")
-    options = platform.PlatformOptions(
-        namespace=None,
-        node_name=NODE_NAME,
-        pod_network=POD_NETWORK,
-        binaries=binaries,
-        operator=False,
-    )
-    plat = platform.Platform(root, options, detach=False)
-    plat.start()
+def e2e_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodePlatform]:
+    """`modelcycle local up` for this session (one real node per machine: kube-proxy and the
+    kubelet own host-wide state); `local down --purge` afterwards must leave nothing of ours."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        missing_prerequisite("the real node needs Linux and root")
+    try:
+        kubenode.preflight()
+    except kubenode.NodeError as exc:
+        missing_prerequisite(str(exc))
+    root = tmp_path_factory.mktemp("real-node")
+    up = run_local("up", "--root", str(root), "--timeout", str(UP_TIMEOUT), timeout=4 * UP_TIMEOUT)
+    plat = RealNodePlatform(root, root / "controlplane" / "admin.kubeconfig", up.stdout)
     _session_platform.append(plat)
-    yield plat
-    _session_platform.remove(plat)
-    stopped = plat.stop()
-    assert not platform.pod_runs(plat.layout.node), "pod processes outlived the platform"
-    del stopped
-    shutil.rmtree(plat.layout.controlplane / "etcd", ignore_errors=True)
+    try:
+        if up.returncode != 0:
+            pytest.fail(f"modelcycle local up failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
+        yield plat
+    finally:
+        _session_platform.remove(plat)
+        down = run_local("down", "--root", str(root), "--purge", timeout=600)
+        assert down.returncode == 0, f"modelcycle local down failed:\n{down.stdout}\n{down.stderr}"
+        left = kubenode.leftovers(root / "node")
+        assert not left, f"`local down` left these on the host: {left}"
 
 
 @pytest.fixture(scope="session")
 def e2e_kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
     external = external_kubeconfig()
     if external is None:
-        plat: platform.Platform = request.getfixturevalue("e2e_platform")
+        plat: RealNodePlatform = request.getfixturevalue("e2e_platform")
         kubeconfig = plat.kubeconfig
     else:
         if not external.is_file():
@@ -167,8 +161,10 @@ def e2e_kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
 def e2e_target(request: pytest.FixtureRequest, e2e_kube: Kube) -> Target:
     external = external_kubeconfig()
     if external is None:
-        plat: platform.Platform = request.getfixturevalue("e2e_platform")
-        return Target(e2e_kube, plat.kubeconfig, False, NODE_NAME, "local://", plat.layout.artifacts)
+        plat: RealNodePlatform = request.getfixturevalue("e2e_platform")
+        return Target(
+            e2e_kube, plat.kubeconfig, False, platform.NODE_NAME, "containerd://", plat.root / "e2e-artifacts"
+        )
     check_external_cluster(e2e_kube, external)
     nodes = e2e_kube.get("/api/v1/nodes").get("items") or []
     node_name = nodes[0]["metadata"]["name"] if len(nodes) == 1 else None
@@ -178,7 +174,7 @@ def e2e_target(request: pytest.FixtureRequest, e2e_kube: Kube) -> Target:
         pytest.fail(f"{ARTIFACT_ROOT_ENV} needs a cluster with exactly one node", pytrace=False)
     if artifact_root is None:
         default_storage_class(e2e_kube, external)
-    # A containerID's scheme is the runtime's own (containerd://, local://): not checked here.
+    # A containerID's scheme is the runtime's own (containerd://, cri-o://): not checked here.
     return Target(e2e_kube, external, True, node_name, None, artifact_root)
 
 
@@ -237,35 +233,18 @@ def ensure_default_class_claim(kube: Kube, namespace: str, claim: str) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def _operator_process(e2e_platform: platform.Platform) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        e2e_platform.kubeconfig, e2e_platform.layout.logs / "operator.log", extra_args=OPERATOR_ARGS
-    )
-    process.start()
-    _session_operator.append(process)
-    yield process
-    _session_operator.remove(process)
-    process.stop()
-
-
 @pytest.fixture
-def e2e_operator(request: pytest.FixtureRequest, e2e_target: Target) -> OperatorProcess | None:
-    """The session's operator, started again if an earlier test left it stopped (None in the
-    external-cluster mode: the cluster's own operator does the work)."""
-    if e2e_target.external:
-        return None
-    process: OperatorProcess = request.getfixturevalue("_operator_process")
-    if not process.alive():
-        process.start()
-    return process
-
-
-@pytest.fixture
-def node_running(e2e_platform: platform.Platform) -> platform.Platform:
-    """The platform, with its node agent started again if an earlier test left it stopped."""
-    if not e2e_platform.running(platform.NODE):
-        e2e_platform.start_node()
+def healthy_platform(e2e_platform: RealNodePlatform, e2e_kube: Kube) -> RealNodePlatform:
+    """The session's platform, repaired by `local up` if an earlier test (a drill) left a node
+    component or the operator down."""
+    if not (e2e_platform.components_running() and incluster.operator_available(e2e_kube)):
+        up = e2e_platform.local("up", "--timeout", str(UP_TIMEOUT), timeout=4 * UP_TIMEOUT)
+        assert up.returncode == 0, (
+            f"modelcycle local up could not repair the platform:\n{up.stdout}{up.stderr}"
+        )
+        platform.wait_until(
+            lambda: incluster.operator_available(e2e_kube), timeout=UP_TIMEOUT, what="the operator"
+        )
     return e2e_platform
 
 
@@ -273,11 +252,11 @@ def node_running(e2e_platform: platform.Platform) -> platform.Platform:
 def new_cluster(request: pytest.FixtureRequest, e2e_target: Target) -> Iterator[ClusterFactory]:
     """Namespaces for this test, each with pod security `restricted` and its own artifact store.
 
-    Deleted afterwards; on failure their events and objects, the condition history, and the
-    operator and node logs go into the report.
+    Deleted afterwards; on failure their events, objects and pod logs, the condition history, and
+    the operator and kubelet logs go into the report.
     """
     if not e2e_target.external:
-        request.getfixturevalue("node_running")
+        request.getfixturevalue("healthy_platform")
     e2e_kube = e2e_target.kube
     created = request.node.stash.setdefault(_clusters, [])
     logs = request.node.stash.setdefault(_condition_logs, [])
@@ -335,8 +314,30 @@ def _delete_namespace(kube: Kube, namespace: str) -> None:
         time.sleep(0.5)
 
 
-def _tail(path: Path, lines: int) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+def _pod_logs(kube: Kube, namespace: str, *, limit: int = 12) -> list[tuple[str, str]]:
+    """The last lines of each container of a namespace's pods, read through the API server."""
+    sections: list[tuple[str, str]] = []
+    try:
+        pods = kube.get(f"/api/v1/namespaces/{namespace}/pods").get("items") or []
+    except ApiError as exc:
+        return [(f"pods of {namespace}", f"cannot list: {exc}")]
+    for pod in pods[-limit:]:
+        name = pod["metadata"]["name"]
+        for container in pod["spec"]["containers"]:
+            try:
+                text = kube.fetch(
+                    "GET",
+                    f"/api/v1/namespaces/{namespace}/pods/{name}/log",
+                    params={"container": container["name"], "tailLines": "60"},
+                ).decode(errors="replace")
+            except ApiError as exc:
+                text = f"(no log: {exc})"
+            sections.append((f"pod log {namespace}/{name}/{container['name']}", _tail(text, 60)))
+    return sections
 
 
 @pytest.hookimpl(wrapper=True)
@@ -349,37 +350,28 @@ def pytest_runtest_makereport(
     for log in item.stash.get(_condition_logs, []):
         report.sections.append((f"condition history of {log.namespace}", log.dump() or "(none)"))
     external = external_kubeconfig()
-    if external is not None:
-        api = api_client_for(external)
-        try:
-            for cluster in item.stash.get(_clusters, []):
-                report.sections.append(
-                    (
-                        f"namespace {cluster.namespace}: events and objects",
-                        describe_namespace(api, cluster.namespace),
-                    )
+    kubeconfig = (
+        external if external is not None else (_session_platform[0].kubeconfig if _session_platform else None)
+    )
+    if kubeconfig is None or not kubeconfig.exists():
+        return report
+    api = api_client_for(kubeconfig)
+    kube = Kube.from_kubeconfig(kubeconfig, user_agent="modelcycle-e2e-report")
+    try:
+        for cluster in item.stash.get(_clusters, []):
+            report.sections.append(
+                (
+                    f"namespace {cluster.namespace}: events and objects",
+                    describe_namespace(api, cluster.namespace),
                 )
-        finally:
-            api.close()
-    if _session_platform:
-        plat = _session_platform[0]
-        api = api_client_for(plat.kubeconfig)
-        try:
-            for cluster in item.stash.get(_clusters, []):
-                report.sections.append(
-                    (
-                        f"namespace {cluster.namespace}: events and objects",
-                        describe_namespace(api, cluster.namespace),
-                    )
-                )
-                pod_logs = sorted((plat.layout.node / "logs").glob(f"{cluster.namespace}_*/*/*.log"))
-                for path in pod_logs[-12:]:
-                    report.sections.append(
-                        (f"pod log {path.parent.parent.name}/{path.name}", _tail(path, 40))
-                    )
-        finally:
-            api.close()
-        report.sections.append(("local node log", _tail(plat.layout.log(platform.NODE), 150)))
-    for process in _session_operator:
-        report.sections.append(("operator log", process.log_tail(300)))
+            )
+            if external is None:
+                report.sections.extend(_pod_logs(kube, cluster.namespace))
+        if external is None:
+            report.sections.extend(_pod_logs(kube, incluster.NAMESPACE, limit=2))
+            plat = _session_platform[0]
+            report.sections.append(("kubelet log", plat.log_tail(kubenode.KUBELET, 150)))
+    finally:
+        kube.close()
+        api.close()
     return report

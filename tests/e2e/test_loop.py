@@ -1,4 +1,4 @@
-"""The whole loop, on the real control plane with the local node: iris (classification, rolling) and
+"""The whole loop on the real node, with the operator in-cluster: iris (classification, rolling) and
 diabetes (regression, canary, feedback labels).
 
 Data Job → Dataset Ready → training Job → ModelVersion registered → validation Job → Validated →
@@ -8,8 +8,9 @@ new version validated against production → rolled out while a client keeps sen
 the Service's ready endpoints: every request must succeed, and each answer must be what the
 version that answered predicts.
 
-A Service's traffic is sent the way a Service sends it (no kube-proxy here): round-robin over its
-ready endpoints at each request; see modelcycle.local.traffic for where that list comes from.
+The client sends to each of the Service's ready endpoints in turn, at each request, so every
+replica answers and a failed one is noticed; see modelcycle.local.traffic for where that list
+comes from (the EndpointSlices kube-proxy routes by).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from support.loop import (
     serves,
     shifted,
 )
-from support.operator import OperatorProcess
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -49,7 +49,7 @@ MONITOR_INTERVAL = 5
 SHA256 = r"^[0-9a-f]{64}$"
 
 
-def test_iris_classification_loop(new_cluster: Any, e2e_operator: OperatorProcess) -> None:
+def test_iris_classification_loop(new_cluster: Any) -> None:
     c: Cluster = new_cluster("iris")
     ex = example("iris")
     monitor = patched(
@@ -194,9 +194,7 @@ def test_iris_classification_loop(new_cluster: Any, e2e_operator: OperatorProces
     assert_pods_ran_on_node(c)
 
 
-def test_diabetes_regression_loop_with_canary_and_feedback(
-    new_cluster: Any, e2e_operator: OperatorProcess
-) -> None:
+def test_diabetes_regression_loop_with_canary_and_feedback(new_cluster: Any) -> None:
     c: Cluster = new_cluster("diabetes")
     ex = example("diabetes")
     # Demo-sized timings; the replicas, weight, methods and thresholds are the example's.

@@ -1,42 +1,27 @@
 """The real node: pods of our images in containers (containerd + runc) on a real kubelet, Services
 routed by kube-proxy, the operator installed in-cluster by the Helm chart, runtime enforcement of
-Pod Security `restricted`, and components that crash without taking the containers with them.
+Pod Security `restricted`, and a second `local up` that reuses what runs.
 
-All against one `modelcycle local up --runtime containers` (real_node_platform), which also runs
-the iris loop of test_loop.py through the external-cluster mode: no control plane, node or operator
-of the suite's own; every pod, the operator's included, in a container of the images built here;
-traffic through the API server's pod proxy (that mode's default, as on any cluster); artifact
-claims as local volumes in a directory the node shares (MODELCYCLE_E2E_ARTIFACT_ROOT), since the
-platform has no provisioner.
+All against the session's `modelcycle local up` (e2e_platform in conftest.py). The drills that
+break the node's components are in test_restarts.py.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelcycle.kubeclient import ApiError, Kube
 from modelcycle.local import incluster, kubenode, network, platform
-from modelcycle.local.controlplane import StateLayout
-from support.cluster import missing_prerequisite
-from support.realnode import RealNodePlatform, run_local
+from support.realnode import RealNodePlatform
 
-pytestmark = pytest.mark.timeout(1500)
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("healthy_platform")]
 
 NODE_NAME = platform.NODE_NAME
 RESTRICTED_SECURITY: dict[str, Any] = {
@@ -70,31 +55,8 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def real_node_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodePlatform]:
-    """One real node for this module (and per machine: kube-proxy and the kubelet own host-wide
-    state), brought up and down by the CLI; `down` must leave nothing of ours on the host."""
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        missing_prerequisite("the real node needs Linux and root")
-    try:
-        kubenode.preflight()
-    except kubenode.NodeError as exc:
-        missing_prerequisite(str(exc))
-    root = tmp_path_factory.mktemp("real-node")
-    up = run_local("up", "--root", str(root), "--runtime", "containers", "--timeout", "300", timeout=1200)
-    try:
-        if up.returncode != 0:
-            pytest.fail(f"modelcycle local up failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
-        yield RealNodePlatform(root, StateLayout(root / "controlplane").admin_kubeconfig, up.stdout)
-    finally:
-        down = run_local("down", "--root", str(root), "--purge", timeout=600)
-        assert down.returncode == 0, f"modelcycle local down failed:\n{down.stdout}\n{down.stderr}"
-        left = kubenode.leftovers(root / "node")
-        assert not left, f"`local down` left these on the host: {left}"
-
-
-@pytest.fixture(scope="module")
-def kube(real_node_platform: RealNodePlatform) -> Iterator[Kube]:
-    client = Kube.from_kubeconfig(real_node_platform.kubeconfig, user_agent="modelcycle-e2e-real-node")
+def kube(e2e_platform: RealNodePlatform) -> Iterator[Kube]:
+    client = Kube.from_kubeconfig(e2e_platform.kubeconfig, user_agent="modelcycle-e2e-real-node")
     yield client
     client.close()
 
@@ -221,14 +183,14 @@ def test_operator_runs_in_cluster_from_the_image_built_here_installed_by_the_cha
     assert [s["metadata"]["labels"]["name"] for s in releases["items"]] == [incluster.RELEASE]
 
 
-def test_second_up_reuses_every_component(real_node_platform: RealNodePlatform) -> None:
-    up = real_node_platform.local("up", "--runtime", "containers")
+def test_second_up_reuses_every_component(e2e_platform: RealNodePlatform) -> None:
+    up = e2e_platform.local("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert "already running" in up.stdout, up.stdout
 
 
-def test_status_reports_every_component_healthy_with_its_memory(real_node_platform: RealNodePlatform) -> None:
-    result = real_node_platform.local("status")
+def test_status_reports_every_component_healthy_with_its_memory(e2e_platform: RealNodePlatform) -> None:
+    result = e2e_platform.local("status")
     assert result.returncode == 0, result.stdout + result.stderr
     for component in (*kubenode.COMPONENTS, "operator", "control plane"):
         assert component in result.stdout
@@ -311,70 +273,3 @@ def test_service_routes_through_kube_proxy_and_the_api_server_proxies_to_the_pod
     assert http_get(f"http://{pod_ip}:8080/") == 200
     listing = kube.fetch("GET", f"/api/v1/namespaces/{namespace}/pods/web:8080/proxy/").decode()
     assert "Directory listing" in listing
-
-
-# --------------------------------------------------------------------------- drills
-
-
-def _record(real_node_platform: RealNodePlatform, component: str) -> Any:
-    state = kubenode.NodeState.load(kubenode.NodeLayout(real_node_platform.root / "node").state_file)
-    assert state is not None
-    return state.processes[component]
-
-
-@pytest.mark.parametrize("component", [kubenode.KUBELET, kubenode.CONTAINERD], ids=["kubelet", "containerd"])
-def test_killed_node_component_comes_back_with_up_and_the_containers_keep_running(
-    real_node_platform: RealNodePlatform, kube: Kube, namespace: str, images: kubenode.Images, component: str
-) -> None:
-    served = http_server(kube, namespace, images)
-    before = container_status(kube, namespace, "web")
-    os.kill(_record(real_node_platform, component).pid, signal.SIGKILL)
-    time.sleep(1)
-    # The container never noticed: its shim, not containerd or the kubelet, is its parent.
-    assert http_get(f"http://{served['status']['podIP']}:8080/") == 200
-    up = real_node_platform.local("up", "--runtime", "containers")
-    assert up.returncode == 0, up.stdout + up.stderr
-    assert f"{component} " in up.stdout and "restarted; the containers kept running" in up.stdout, up.stdout
-    wait(lambda: pod_ready(kube, namespace, "web"), what="the pod to be Ready again")
-    after = container_status(kube, namespace, "web")
-    assert after["containerID"] == before["containerID"]
-    assert after["restartCount"] == before["restartCount"] == 0
-    assert http_get(f"http://{served['status']['podIP']}:8080/") == 200
-
-
-# --------------------------------------------------------------------------- the whole loop
-
-
-def test_iris_loop_on_the_real_node_through_the_external_mode(
-    real_node_platform: RealNodePlatform, tmp_path: Path
-) -> None:
-    if os.environ.get("MODELCYCLE_E2E_KUBECONFIG"):
-        pytest.skip("already in the external-cluster mode (MODELCYCLE_E2E_KUBECONFIG is set)")
-    env = {
-        **os.environ,
-        "MODELCYCLE_E2E_KUBECONFIG": str(real_node_platform.kubeconfig),
-        "MODELCYCLE_E2E_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-    }
-    env.pop("MODELCYCLE_E2E_TRANSPORT", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(HERE / "test_loop.py"),
-            "-k",
-            "iris",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1400,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-20000:]
-    assert "1 passed" in output, output[-5000:]

@@ -1,25 +1,28 @@
-"""Restart drills: SIGKILL the operator, and separately the local node agent, in the middle of a
-training Job and in the middle of a rollout. After the restart everything converges and nothing
-is duplicated: exactly one Job per run (that ran exactly one pod), one ModelVersion per run, and
-not one request lost while the rollout went on.
+"""Restart drills on the real node: delete the operator's pod, SIGKILL the kubelet, restart
+containerd, each in the middle of a training Job and again in the middle of a rollout under
+traffic. After each, everything converges and nothing is duplicated: exactly one Job per run (that
+ran exactly one pod, never restarted), one ModelVersion per run, and not one request lost while the
+rollout went on.
 
-A SIGKILLed operator runs no cleanup: the Job and the Deployment controllers carry on without it,
-and the restarted operator must pick up from the cluster alone (level-triggered). A SIGKILLed node
-agent leaves its pods' processes running (they lead their own sessions): the restarted agent
-re-attaches to them and reports what happened while it was away.
+A deleted operator pod runs no cleanup of ours: the Job and Deployment controllers carry on, and
+the operator's next pod (its Deployment makes one) must pick up from the cluster alone
+(level-triggered). The kubelet and containerd are not the containers' parents (each container's
+shim is), so the pods keep running while either is down; `modelcycle local up` restarts what died,
+and the kubelet re-attaches to its pods and reports what happened while it was away.
 """
 
 from __future__ import annotations
 
 import copy
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from modelcycle.local import platform, traffic
-from modelcycle.local.node_process import Run
+from modelcycle.kubeclient import Kube
+from modelcycle.local import incluster, kubenode, platform, traffic
 from support.loop import (
     DATASET_READY,
     DEPLOYMENT_SERVING,
@@ -37,13 +40,15 @@ from support.loop import (
     is_true,
     serves,
 )
-from support.operator import OperatorProcess
+from support.realnode import RealNodePlatform
 
 pytestmark = pytest.mark.timeout(1200)
 
 MODEL = "iris"
 FIRST_RUN = "iris-logreg"
 SECOND_RUN = "iris-logreg-again"
+OPERATOR_PODS = "app.kubernetes.io/component=operator"
+UP_TIMEOUT = 600
 
 
 def _start_loop(c: Cluster) -> None:
@@ -71,16 +76,6 @@ def _training_pod_running(c: Cluster, run: str, timeout: float = 300) -> dict[st
     raise AssertionError(f"the training pod of {run} never ran; Jobs: {c.list('Job')}")
 
 
-def _job_finished(c: Cluster, name: str, timeout: float = 300) -> dict[str, Any]:
-    return c.wait(
-        "Job",
-        name,
-        lambda j: bool((j.get("status") or {}).get("succeeded")),
-        what="succeeded",
-        timeout=timeout,
-    )
-
-
 def _rollout_in_progress(c: Cluster, version: int, timeout: float = 300) -> dict[str, Any]:
     """The stable Deployment runs the new version's template, and not every replica is new and
     available yet: the middle of a rolling update."""
@@ -97,17 +92,6 @@ def _rollout_in_progress(c: Cluster, version: int, timeout: float = 300) -> dict
         time.sleep(0.05)
     raise AssertionError(
         f"never saw the rollout to version {version} in progress: {c.get('Deployment', MODEL)}"
-    )
-
-
-def _rollout_complete(dep: dict[str, Any]) -> bool:
-    status = dep.get("status") or {}
-    want = int(dep["spec"].get("replicas") or 0)
-    return (
-        status.get("observedGeneration") == dep["metadata"].get("generation")
-        and status.get("updatedReplicas") == want
-        and status.get("availableReplicas") == want
-        and status.get("replicas") == want
     )
 
 
@@ -162,59 +146,88 @@ def _assert_converged(c: Cluster) -> None:
     assert_pods_ran_on_node(c)
 
 
-def test_operator_sigkill_mid_training_and_mid_rollout(
-    new_cluster: Any, e2e_operator: OperatorProcess
+def _operator_pod(kube: Kube) -> dict[str, Any] | None:
+    pods = kube.get(f"/api/v1/namespaces/{incluster.NAMESPACE}/pods", labelSelector=OPERATOR_PODS)["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return live[0] if len(live) == 1 else None
+
+
+def _pod_ready(pod: dict[str, Any] | None) -> bool:
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+class Drill:
+    """One way of breaking the platform for a while: `interrupt` breaks it, `recover` repairs it
+    as an operator of the platform would (the Deployment controller, or `modelcycle local up`)."""
+
+    def __init__(self, kind: str, plat: RealNodePlatform, kube: Kube) -> None:
+        self.kind = kind
+        self.plat = plat
+        self.kube = kube
+        self.deleted: list[str] = []
+
+    @property
+    def stops_the_node(self) -> bool:
+        """While the kubelet is down nobody reports a pod's status, so no Job can finish."""
+        return self.kind == kubenode.KUBELET
+
+    def interrupt(self) -> None:
+        if self.kind == "operator-pod":
+            pod = _operator_pod(self.kube)
+            assert pod is not None, "one operator pod runs"
+            self.deleted.append(pod["metadata"]["uid"])
+            self.kube.delete(
+                f"/api/v1/namespaces/{incluster.NAMESPACE}/pods/{pod['metadata']['name']}",
+                {"gracePeriodSeconds": 0},
+            )
+        elif self.kind == kubenode.KUBELET:
+            self.plat.signal(kubenode.KUBELET, signal.SIGKILL)
+        else:  # containerd: a restart, as a package upgrade does it
+            self.plat.signal(kubenode.CONTAINERD, signal.SIGTERM)
+
+    def recover(self) -> None:
+        if self.kind == "operator-pod":
+            platform.wait_until(
+                lambda: (
+                    (p := _operator_pod(self.kube)) is not None
+                    and p["metadata"]["uid"] not in self.deleted
+                    and _pod_ready(p)
+                ),
+                timeout=300,
+                what="the operator's next pod to be Ready",
+            )
+            return
+        process = self.plat.process(self.kind)
+        platform.wait_until(lambda: not process.is_running(), timeout=60, what=f"{self.kind} to exit")
+        up = self.plat.local("up", "--timeout", "300", timeout=UP_TIMEOUT)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"{self.kind} " in up.stdout and "restarted; the containers kept running" in up.stdout, (
+            up.stdout
+        )
+        assert self.plat.components_running()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["operator-pod", kubenode.KUBELET, kubenode.CONTAINERD],
+    ids=["operator-pod", "kubelet", "containerd"],
+)
+def test_drill_mid_training_and_mid_rollout_duplicates_nothing_and_loses_no_request(
+    new_cluster: Any, healthy_platform: RealNodePlatform, kind: str
 ) -> None:
-    c: Cluster = new_cluster("operator-drill")
-    _start_loop(c)
-
-    # --- in the middle of the training Job ---------------------------------------------------------
-    _training_pod_running(c, FIRST_RUN)
-    e2e_operator.kill()
-    job = _job_finished(c, f"{FIRST_RUN}-train")  # the Job controller finishes it without the operator
-    assert not c.list("ModelVersion"), "nobody registered anything while the operator was down"
-    assert not is_true(c.must("TrainingRun", FIRST_RUN), "Succeeded")
-    e2e_operator.start()
-    c.wait_condition("TrainingRun", FIRST_RUN, "Succeeded", timeout=300)
-    (only_job, mv1) = assert_one_job_and_one_version(c, FIRST_RUN)
-    assert only_job["metadata"]["uid"] == job["metadata"]["uid"], "the Job was adopted, not recreated"
-    assert mv1["metadata"]["name"] == "iris-v1"
-    ds = c.wait_condition("Dataset", MODEL, "Ready")
-    c.wait("ModelDeployment", MODEL, serves(1), what="Ready serving v1", timeout=300)
-
-    # --- in the middle of the rollout, under traffic -----------------------------------------------------
-    def kill_the_operator_until_rolled_out() -> None:
-        e2e_operator.kill()
-        # The Deployment controller completes the rolling update on its own.
-        c.wait("Deployment", MODEL, _rollout_complete, what="rolled out", timeout=300)
-        mdep = c.must("ModelDeployment", MODEL)
-        assert mdep["status"].get("servedVersion") == 1, "the dead operator has not recorded v2 yet"
-        time.sleep(2)
-        e2e_operator.start()
-
-    _roll_out_v2_under_traffic(c, ds, kill_the_operator_until_rolled_out)
-    _assert_converged(c)
-
-
-def test_node_agent_sigkill_mid_training_and_mid_rollout(
-    new_cluster: Any, e2e_operator: OperatorProcess, node_running: platform.Platform
-) -> None:
-    c: Cluster = new_cluster("node-drill")
-    plat = node_running
+    c: Cluster = new_cluster(f"drill-{kind.replace('-pod', '')}")
+    drill = Drill(kind, healthy_platform, c.kube)
     _start_loop(c)
 
     # --- in the middle of the training Job ---------------------------------------------------------
     pod = _training_pod_running(c, FIRST_RUN)
     uid = pod["metadata"]["uid"]
-    plat.kill_node()
-    runs = [
-        r for d in sorted((plat.layout.node / "pods" / uid).glob("containers/*/runs/*")) if (r := Run.load(d))
-    ]
-    assert runs, "the node recorded the training run"
-    assert any(r.wrapper_alive() for r in runs), "the training process outlives its node agent"
-    time.sleep(3)  # training goes on (and may end) while no agent watches it
-    assert not is_true(c.must("TrainingRun", FIRST_RUN), "Succeeded"), "nobody reported the Job meanwhile"
-    plat.start_node()
+    drill.interrupt()
+    if drill.stops_the_node:
+        time.sleep(3)  # training goes on (and may end) while no kubelet watches it
+        assert not is_true(c.must("TrainingRun", FIRST_RUN), "Succeeded"), "nobody reported the Job meanwhile"
+    drill.recover()
     run = c.wait_condition("TrainingRun", FIRST_RUN, "Succeeded", timeout=300)
     assert run["status"]["modelVersion"] == "iris-v1"
     assert_one_job_and_one_version(c, FIRST_RUN)
@@ -226,12 +239,12 @@ def test_node_agent_sigkill_mid_training_and_mid_rollout(
     c.wait("ModelDeployment", MODEL, serves(1), what="Ready serving v1", timeout=300)
 
     # --- in the middle of the rollout, under traffic -------------------------------------------------
-    def kill_the_node_agent_for_a_while() -> None:
-        plat.kill_node()
-        time.sleep(3)
-        plat.start_node()
+    def break_and_repair() -> None:
+        drill.interrupt()
+        time.sleep(2)
+        drill.recover()
 
-    _roll_out_v2_under_traffic(c, ds, kill_the_node_agent_for_a_while)
+    _roll_out_v2_under_traffic(c, ds, break_and_repair)
     _assert_converged(c)
     for p in c.list("Pod"):
         for s in (p.get("status") or {}).get("containerStatuses") or []:

@@ -1,7 +1,7 @@
 """Helpers of the end-to-end tier: apply the examples, follow conditions, check children, send traffic.
 
-Everything goes through the real API server and the real local node: objects are read with a
-plain JSON client (`modelcycle.kubeclient.Kube`), Jobs complete because their pods really ran.
+Everything goes through the real API server and the real node: objects are read with a plain JSON
+client (`modelcycle.kubeclient.Kube`), Jobs complete because their pods really ran in containers.
 A `ConditionLog` records every condition every object of a namespace ever reported (by watching
 them), so a test can assert on transitions, not only on the final state.
 """
@@ -106,8 +106,8 @@ class Cluster:
     """The node every pod must have run on; None: any node (a cluster with several)."""
     history: ConditionLog | None = None
     """Every condition state the namespace's objects reported (set by the e2e fixtures)."""
-    container_prefix: str | None = "local://"
-    """The scheme of every pod's containerID (local:// on the local node); None: not checked."""
+    container_prefix: str | None = None
+    """The scheme of every pod's containerID (containerd:// on the local real node); None: not checked."""
     claim: str = "modelcycle-artifacts"
 
     def apply(self, doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -440,7 +440,7 @@ def assert_one_job_and_one_version(cluster: Cluster, run_name: str) -> tuple[dic
 
 
 def assert_pods_ran_on_node(cluster: Cluster) -> None:
-    """No simulated completion: every pod was bound to the local node and ran as a local process."""
+    """No simulated completion: every pod was bound to the node and ran in a container of its runtime."""
     for pod in cluster.list("Pod"):
         name = pod["metadata"]["name"]
         node = pod["spec"].get("nodeName")

@@ -191,7 +191,7 @@ def test_a_kubeconfig_token_is_sent_as_the_bearer_credential(server: FakeApiServ
     api.get("/api")
     api.close()
     assert server.seen[0].headers["Authorization"] == "Bearer sa-token"
-    assert server.seen[0].headers["User-Agent"] == "modelcycle-local-node"
+    assert server.seen[0].headers["User-Agent"] == "modelcycle"
 
 
 def test_in_cluster_the_operator_sends_the_service_accounts_token(

@@ -1,19 +1,14 @@
 """The local platform's pure pieces: endpoint selection, the artifact volume, the demo's manifests,
-the state file, and stopping the processes a node left behind."""
+and the state file."""
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from modelcycle.local import demo, platform, traffic
-from modelcycle.local.node_process import start_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE = {
@@ -143,38 +138,20 @@ def test_the_state_file_round_trips(tmp_path: Path) -> None:
         namespace="modelcycle-demo",
         artifact_claim="modelcycle-artifacts",
         node_name="n",
-        pod_network="127.1.0.0/16",
-        processes=[platform.cp.ProcessRecord("operator", 42, "/usr/bin/python3", 7)],
-        operator_ports={"liveness": 1, "metrics": 2},
-        detached=True,
         started_at=3.0,
         timings={"total": 1.5},
     )
     platform._write_state(platform.PlatformLayout(tmp_path), state)
     assert platform.read_state(tmp_path) == state
-    assert state.process("operator") == state.processes[0] and state.process("local-node") is None
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the node's process records need /proc")
-def test_stopping_pod_processes_leaves_nothing_running(tmp_path: Path) -> None:
-    """What `local down` does after stopping the node agent: the pods' processes go too."""
-    runs = []
-    for uid in ("u1", "u2"):
-        directory = tmp_path / "pods" / uid / "containers" / "c" / "runs" / "0"
-        log = tmp_path / "logs" / f"{uid}.log"
-        runs.append(
-            start_run(
-                directory,
-                argv=[sys.executable, "-c", "import time; time.sleep(60)"],
-                env=dict(os.environ),
-                cwd=str(tmp_path),
-                log_path=log,
-            )
-        )
-    assert len(platform.pod_runs(tmp_path)) == 2
-    began = time.monotonic()
-    assert platform.stop_pod_processes(tmp_path, timeout=5) == 2
-    assert time.monotonic() - began < 10
-    assert platform.pod_runs(tmp_path) == []
-    for run in runs:
-        assert not run.wrapper_alive()
+def test_a_state_file_of_an_older_release_still_reads(tmp_path: Path) -> None:
+    """`down` after an upgrade: the fields this release no longer records are ignored."""
+    layout = platform.PlatformLayout(tmp_path)
+    layout.state_file.write_text(
+        '{"root": "/r", "kubeconfig": "/k", "server": "https://127.0.0.1:1", "controlplane_started_at": 1.0,'
+        ' "namespace": "ns", "artifact_claim": "c", "node_name": "n", "started_at": 2.0,'
+        ' "pod_network": "127.1.0.0/16", "processes": [], "runtime": "processes"}'
+    )
+    state = platform.read_state(tmp_path)
+    assert state is not None and (state.namespace, state.node_name) == ("ns", "n")

@@ -1,1 +1,1 @@
-"""The local platform: control plane and local node."""
+"""The local platform: the control plane, the real node and the operator in-cluster."""

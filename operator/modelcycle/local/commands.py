@@ -155,21 +155,6 @@ def _controlplane_status(args: argparse.Namespace) -> int:
     return 3 if not any(s.running for s in statuses) else 1
 
 
-# --------------------------------------------------------------------------- local node
-
-
-def _configure_node(parser: argparse.ArgumentParser) -> None:
-    from modelcycle.local import node  # on use: `modelcycle local --help` stays light
-
-    node.configure(parser)
-
-
-def _run_node(args: argparse.Namespace) -> int:
-    from modelcycle.local import node
-
-    return node.run(args)
-
-
 # --------------------------------------------------------------------------- local up, down, status, demo
 # The work is in platform.py and demo.py; these only parse and print.
 
@@ -183,31 +168,14 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_runtime(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--runtime",
-        choices=("containers", "processes"),
-        default="containers",
-        help="containers (default): a real node (containerd, kubelet, kube-proxy; needs root and "
-        "`make setup`) with the operator installed in-cluster by the Helm chart; processes: the "
-        "process-based node agent and the operator as a local process (no root, no images)",
-    )
-
-
 def _configure_up(parser: argparse.ArgumentParser) -> None:
     _add_root(parser)
-    _add_runtime(parser)
     parser.add_argument(
         "--bin-dir", type=Path, default=None, help="take the Kubernetes binaries from here first"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per component (default 120)")
     parser.add_argument("--fresh", action="store_true", help="stop and delete a previous platform first")
-    parser.add_argument("--node-name", default="modelcycle-local", help="the local Node's name")
-    parser.add_argument(
-        "--pod-network",
-        default="127.1.0.0/16",
-        help="with --runtime processes: loopback range the pods' IPs come from (default 127.1.0.0/16)",
-    )
+    parser.add_argument("--node-name", default="modelcycle-local", help="the Node's name")
 
 
 def _print_step(step: str, message: str, seconds: float) -> None:
@@ -223,8 +191,6 @@ def _up(args: argparse.Namespace) -> int:
         bin_dir=args.bin_dir,
         timeout=args.timeout,
         node_name=args.node_name,
-        pod_network=args.pod_network,
-        runtime=args.runtime,
     )
     print("starting the local platform", flush=True)
     started = platform.up(args.root, options, report=_print_step)
@@ -260,7 +226,7 @@ def _down(args: argparse.Namespace) -> int:
     if not recorded:
         print("nothing was running")
     else:
-        print(f"stopped the operator, the local node ({pods} pod(s)) and the control plane")
+        print(f"drained the node ({pods} pod(s), the operator's included), stopped it and the control plane")
     if args.purge:
         print(f"deleted {platform.PlatformLayout(args.root or platform.default_root()).root}")
     return 0
@@ -286,7 +252,6 @@ def _status(args: argparse.Namespace) -> int:
 
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     _add_root(parser)
-    _add_runtime(parser)
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds each step may take (default 300)"
     )
@@ -312,12 +277,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "controlplane": Subcommand(
         "run only the Kubernetes control plane (up, down, status)", _configure_controlplane, _run_controlplane
     ),
-    "node": Subcommand(
-        "run the local node in the foreground: pods bound to it run as local processes",
-        _configure_node,
-        _run_node,
+    "up": Subcommand(
+        "start the control plane, the real node (containerd, kubelet, kube-proxy) and the operator "
+        "in-cluster (needs root and `make setup`)",
+        _configure_up,
+        _up,
     ),
-    "up": Subcommand("start the control plane, the local node and the operator", _configure_up, _up),
     "down": Subcommand("stop everything `local up` started", _configure_down, _down),
     "preflight": Subcommand(
         "check that this machine can run the real node (root, containerd, runc, CNI, kubelet, images)",

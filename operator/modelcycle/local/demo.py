@@ -346,9 +346,7 @@ def _num_equal(a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------- the demo
 
 
-def ensure_platform(
-    root: Path | None, narrator: Narrator, *, timeout: float, runtime: str
-) -> platform.PlatformState:
+def ensure_platform(root: Path | None, narrator: Narrator, *, timeout: float) -> platform.PlatformState:
     state, reports = platform.status(root)
     if state is not None and all(r.healthy for r in reports):
         narrator.say(f"platform already up (control plane {state.server}, node {state.node_name})")
@@ -358,7 +356,7 @@ def ensure_platform(
     def step(name: str, message: str, seconds: float) -> None:
         print(f"    {name + ' ':.<18} {message} ({seconds:.1f}s)", flush=True)
 
-    started = platform.up(root, platform.PlatformOptions(timeout=timeout, runtime=runtime), report=step)
+    started = platform.up(root, platform.PlatformOptions(timeout=timeout), report=step)
     return started.state()
 
 
@@ -385,9 +383,7 @@ def _run(args: argparse.Namespace, narrator: Narrator) -> int:
         "ModelCycle demo: data → train → validate → deploy → monitor → retrain, on this machine", flush=True
     )
     narrator.start()
-    state = ensure_platform(
-        root, narrator, timeout=timeout, runtime=getattr(args, "runtime", platform.CONTAINERS)
-    )
+    state = ensure_platform(root, narrator, timeout=timeout)
     narrator.done("platform up", f"control plane, node {state.node_name}, operator")
     layout = platform.PlatformLayout(Path(state.root))
     namespace = state.namespace
@@ -474,11 +470,7 @@ def _loop(
             "deployed",
             f"Service {mdep['status'].get('url')}; {len(ready)} ready pod(s) at "
             + ", ".join(f"{e.ip}:{e.port}" for e in ready)
-            + (
-                "; the demo sends requests to the ready pods, round-robin, to know which one answered"
-                if state.runtime == platform.CONTAINERS
-                else " (no kube-proxy here: requests go to the ready pods, round-robin)"
-            ),
+            + "; the demo sends requests to the ready pods, round-robin, to know which one answered",
         )
         return _serve_and_drift(
             args, narrator, kube, follow, artifacts, state, names, endpoints, model, mv, ds, task
@@ -673,8 +665,6 @@ def _finish(
     node_logs = (
         "kubectl logs -n modelcycle-system deploy/modelcycle-operator   # the operator's log\n"
         f"  ls {root / 'logs'}    # containerd, kubelet and kube-proxy logs"
-        if state.runtime == platform.CONTAINERS
-        else f"ls {root / 'node' / 'logs'}    # every pod's log files"
     )
     print(
         f"""

@@ -609,7 +609,6 @@ class KubeNode:
         server: str,
         node_name: str,
         logs: Path,
-        detach: bool,
         timeout: float = 120.0,
         node_ready: Callable[[], bool],
     ) -> None:
@@ -618,7 +617,6 @@ class KubeNode:
         self.server = server
         self.node_name = node_name
         self.logs = logs
-        self.detach = detach
         self.timeout = timeout
         self.node_ready = node_ready
         self.popens: dict[str, subprocess.Popen[bytes]] = {}
@@ -768,7 +766,7 @@ class KubeNode:
 
     def _launch(self, component: str, argv: list[str], ready: Callable[[], bool], what: str) -> None:
         log = self.logs / f"{component}.log"
-        popen, record = launch(component, argv, log=log, detach=self.detach)
+        popen, record = launch(component, argv, log=log, detach=True)
         self.popens[component] = popen
         self.state.processes[component] = record
         self._save()

@@ -3,45 +3,37 @@
 `up` brings up, in order, and waits for each to be healthy:
 
 1. the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler; controlplane.py);
-2. the local node agent (node.py), which registers a Node and runs the pods bound to it as local
-   processes, each on a loopback address of its own (127.1.x.y);
+2. the real node (kubenode.py): containerd + runc, the kubelet and kube-proxy, CNI bridge
+   networking in 198.18.0.0/15 (network.py), the images `make setup` built imported;
 3. the namespace `modelcycle-demo`, labelled `pod-security.kubernetes.io/enforce=restricted`;
 4. the artifact store: a `local` PersistentVolume on a directory of this machine, with node
-   affinity to the local node, pre-bound to the PersistentVolumeClaim `modelcycle-artifacts`;
+   affinity to the node, pre-bound to the PersistentVolumeClaim `modelcycle-artifacts`;
 5. the CRDs of the five kinds (generated from the models, as `modelcycle crds print` prints them);
-6. the operator (`modelcycle operator`), as a process of this machine.
+6. the operator, installed in-cluster from charts/modelcycle by Helm (incluster.py).
 
 Everything lives under one directory (default `~/.cache/modelcycle/local`):
 
     controlplane/   certificates, etcd data, kubeconfigs, logs (controlplane.py)
-    node/           the node agent's pod directories and pod logs (node.py)
+    node/           containerd's state, the kubelet's and kube-proxy's configuration (kubenode.py)
     artifacts/      the artifact PersistentVolume
-    logs/           node.log, operator.log
-    platform.json   the node and operator processes (pid + start time), ports, timings
+    logs/           containerd.log, kubelet.log, kube-proxy.log
+    platform.json   what `up` recorded: the control plane's start, the namespace, timings
 
-The processes outlive `up` (each leads its own session); `down` stops them, the pods' processes
-too (the node agent leaves them running on purpose, so that a restarted agent re-attaches to
-them), and `up` twice reuses what still runs and is healthy.
-
-A `Platform` can also run attached (tests): its processes then die with the Python process that
-started them, and `kill_operator` / `kill_node` / `start_operator` / `start_node` let a test
-crash and restart one component at a time.
+The processes outlive `up` (each leads its own session); `down` drains the node (each pod gets
+its graceful stop), stops them and removes everything of ours from the host; `up` twice reuses
+what still runs and is healthy, and restarts only the node components that died.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import dataclasses
 import functools
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +42,7 @@ from modelcycle.api import crdgen, kinds
 from modelcycle.kubeclient import MERGE_PATCH, Kube, quote
 from modelcycle.local import controlplane as cp
 from modelcycle.local import incluster, kubenode, network, procfs
-from modelcycle.local.node_env import DEFAULT_POD_NETWORK
-from modelcycle.local.node_process import Run
-from modelcycle.local.processes import PlatformError, http_ok, launch, log_tail, stop_process, wait_until
+from modelcycle.local.processes import PlatformError, wait_until
 
 NAMESPACE = "modelcycle-demo"
 ARTIFACT_CLAIM = "modelcycle-artifacts"
@@ -65,13 +55,7 @@ ARTIFACT_CAPACITY = "20Gi"
 FIELD_MANAGER = "modelcycle-local"
 APPLY_PATCH = "application/apply-patch+yaml"
 STATE_FILE = "platform.json"
-NODE = "local-node"
 OPERATOR = "operator"
-CONTAINERS = "containers"
-"""Runtime: the real node (containerd, kubelet, kube-proxy) and the operator in-cluster (kubenode.py)."""
-PROCESSES = "processes"
-"""Runtime: the process-based node agent (node.py) and the operator as a process of this machine."""
-RUNTIMES = (CONTAINERS, PROCESSES)
 WORKLOAD_UID = 10001
 DRAIN_TIMEOUT = 60.0
 
@@ -117,21 +101,12 @@ class PlatformOptions:
     """The namespace to prepare (with the artifact claim); None: none (tests make their own)."""
     artifact_claim: str = ARTIFACT_CLAIM
     node_name: str = NODE_NAME
-    pod_network: str = DEFAULT_POD_NETWORK
     bin_dir: Path | None = None
     binaries: Mapping[str, Path] | None = None
     timeout: float = 120.0
     """Seconds each component may take to become healthy."""
     operator_args: tuple[str, ...] = ()
     """Extra `modelcycle operator` flags (for example `--resync-seconds 10`)."""
-    node_args: tuple[str, ...] = ()
-    """Extra `modelcycle local node` flags."""
-    python: str = sys.executable
-    """The interpreter of this ModelCycle installation; the node runs pods with it too."""
-    operator: bool = True
-    """Start the operator (tests may run their own)."""
-    runtime: str = PROCESSES
-    """CONTAINERS (the real node) or PROCESSES (the process-based node agent)."""
 
 
 # --------------------------------------------------------------------------- state
@@ -146,16 +121,8 @@ class PlatformState:
     namespace: str
     artifact_claim: str
     node_name: str
-    pod_network: str
-    processes: list[cp.ProcessRecord]
-    operator_ports: dict[str, int]
-    detached: bool
     started_at: float
     timings: dict[str, float] = field(default_factory=dict)
-    runtime: str = PROCESSES
-
-    def process(self, component: str) -> cp.ProcessRecord | None:
-        return next((p for p in self.processes if p.component == component), None)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -163,8 +130,9 @@ class PlatformState:
     @classmethod
     def from_json(cls, text: str) -> PlatformState:
         data = json.loads(text)
-        data["processes"] = [cp.ProcessRecord(**p) for p in data["processes"]]
-        return cls(**data)
+        # A state file of an older release may carry more fields: what `down` needs is here.
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def read_state(root: Path) -> PlatformState | None:
@@ -187,43 +155,6 @@ def _write_state(layout: PlatformLayout, state: PlatformState) -> None:
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def free_port(host: str = cp.LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def pod_runs(node_state: Path) -> list[Run]:
-    """Every container run the node recorded whose wrapper still runs."""
-    runs = []
-    for run_json in sorted(Path(node_state).glob("pods/*/containers/*/runs/*/run.json")):
-        run = Run.load(run_json.parent)
-        if run is not None and run.wrapper_alive():
-            runs.append(run)
-    return runs
-
-
-def stop_pod_processes(node_state: Path, *, timeout: float = 10.0) -> int:
-    """Stop the processes of every pod the node left running (SIGTERM, SIGKILL after timeout).
-
-    The node agent keeps pods running when it stops (a restarted agent re-attaches to them), so
-    `down` must stop them itself: nothing may outlive the platform.
-    """
-    runs = pod_runs(node_state)
-    for run in runs:
-        run.signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while any(r.wrapper_alive() for r in runs) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for run in runs:
-        if run.wrapper_alive():
-            run.kill()
-    kill_deadline = time.monotonic() + 5
-    while any(r.wrapper_alive() for r in runs) and time.monotonic() < kill_deadline:
-        time.sleep(0.05)
-    return len(runs)
 
 
 def _descendants(pids: Sequence[int]) -> set[int]:
@@ -459,17 +390,11 @@ def _quiet(step: str, message: str, seconds: float) -> None:
     del step, message, seconds
 
 
-@dataclass
-class _Child:
-    record: cp.ProcessRecord
-    popen: subprocess.Popen[bytes] | None  # None when found from the state file (started by another `up`)
-
-
 class Platform:
-    """Control plane + local node + namespace + artifact store + CRDs + operator.
+    """Control plane + real node + namespace + artifact store + CRDs + the operator in-cluster.
 
-    detach=True (the CLI): processes outlive this Python process and are found again through
-    platform.json. detach=False (tests): they die with it (and `stop()` runs at exit).
+    Its processes outlive this Python process (each leads its own session) and are found again
+    through the state files: controlplane/, node/node.json and platform.json.
     """
 
     def __init__(
@@ -477,20 +402,15 @@ class Platform:
         root: Path | None = None,
         options: PlatformOptions | None = None,
         *,
-        detach: bool = True,
         report: StepReporter = _quiet,
     ) -> None:
         self.layout = PlatformLayout(Path(root or default_root()).expanduser().resolve())
         self.options = options or PlatformOptions()
-        self.detach = detach
         self.report = report
         self.controlplane: cp.ControlPlane | None = None
         self.cp_state: cp.ControlPlaneState | None = None
-        self.children: dict[str, _Child] = {}
-        self.operator_ports: dict[str, int] = {}
         self.timings: dict[str, float] = {}
         self._kube: Kube | None = None
-        self._registered_exit = False
         self._node_images: kubenode.Images | None = None
 
     # ------------------------------------------------------------------ accessors
@@ -513,22 +433,6 @@ class Platform:
             self._kube = Kube.from_kubeconfig(self.kubeconfig, user_agent="modelcycle-local-platform")
         return self._kube
 
-    @property
-    def operator_liveness_url(self) -> str:
-        return liveness_url(self.operator_ports)
-
-    def process(self, component: str) -> cp.ProcessRecord | None:
-        child = self.children.get(component)
-        return child.record if child else None
-
-    def running(self, component: str) -> bool:
-        child = self.children.get(component)
-        if child is None:
-            return False
-        if child.popen is not None:
-            return child.popen.poll() is None
-        return child.record.is_running()
-
     # ------------------------------------------------------------------ up
 
     def start(self) -> PlatformState:
@@ -536,50 +440,25 @@ class Platform:
         began = time.monotonic()
         self.layout.root.mkdir(parents=True, exist_ok=True)
         self.layout.logs.mkdir(exist_ok=True)
-        previous = read_state(self.layout.root) if self.detach else None
-        if not self.detach and not self._registered_exit:
-            atexit.register(self.stop)
-            self._registered_exit = True
-        if previous is not None and previous.runtime != self.options.runtime:
-            raise PlatformError(
-                f"a platform with runtime {previous.runtime!r} is recorded in {self.layout.root}; "
-                f"stop it first with `modelcycle local down --root {self.layout.root}`"
-            )
-        containers = self.options.runtime == CONTAINERS
-        try:
-            if containers:  # checked before anything starts: no half-started platform
-                self._node_images = kubenode.preflight()[1]
-            restarted = self._start_controlplane(previous)
-            self._save()
-            if containers:
-                self._step_kubenode(restarted)
-            else:
-                self._step_node(previous, restarted)
-            self._save()
-            if self.options.namespace:
-                self._step("namespace", self._ensure_namespace)
-                self._step("artifact store", self._ensure_artifacts)
-            self._step("CRDs", self._install_crds)
-            if self.options.operator and containers:
-                self._step("operator", self._install_operator)
-            elif self.options.operator:
-                self._step_operator(previous, restarted)
-        except BaseException:
-            if not self.detach:
-                self.stop()
-            raise
+        previous = read_state(self.layout.root)
+        # Checked before anything starts: no half-started platform.
+        self._node_images = kubenode.preflight()[1]
+        restarted = self._start_controlplane(previous)
+        self._save()
+        self._step_kubenode(restarted)
+        self._save()
+        if self.options.namespace:
+            self._step("namespace", self._ensure_namespace)
+            self._step("artifact store", self._ensure_artifacts)
+        self._step("CRDs", self._install_crds)
+        self._step("operator", self._install_operator)
         self.timings["total"] = time.monotonic() - began
         return self._save()
 
-    def _save_if_detached(self) -> None:
-        if self.detach and self.cp_state is not None:
-            self._save()
-
     def _save(self) -> PlatformState:
-        """Record what runs now (detached), so that `down` finds it even after a failed `up`."""
+        """Record what runs now, so that `down` finds it even after a failed `up`."""
         state = self.state()
-        if self.detach:
-            _write_state(self.layout, state)
+        _write_state(self.layout, state)
         return state
 
     def state(self) -> PlatformState:
@@ -591,13 +470,8 @@ class Platform:
             namespace=self.options.namespace or "",
             artifact_claim=self.options.artifact_claim,
             node_name=self.options.node_name,
-            pod_network=self.options.pod_network,
-            processes=[c.record for c in self.children.values()],
-            operator_ports=dict(self.operator_ports),
-            detached=self.detach,
             started_at=time.time(),
             timings=dict(self.timings),
-            runtime=self.options.runtime,
         )
 
     def _step(self, name: str, action: Callable[[], str]) -> None:
@@ -609,7 +483,7 @@ class Platform:
     def _start_controlplane(self, previous: PlatformState | None) -> bool:
         """True when the control plane was (re)started rather than reused."""
         began = time.monotonic()
-        state = cp.read_state(self.layout.controlplane) if self.detach else None
+        state = cp.read_state(self.layout.controlplane)
         if state is not None and all(s.healthy for s in cp.component_statuses(state)):
             self.cp_state = state
             self.timings["control plane"] = time.monotonic() - began
@@ -621,14 +495,14 @@ class Platform:
             state_dir=self.layout.controlplane,
             binaries=self.options.binaries,
             bin_dir=self.options.bin_dir,
-            detach=self.detach,
+            detach=True,
             start_timeout=self.options.timeout,
-            node_address=network.NODE_IP if self.options.runtime == CONTAINERS else None,
+            node_address=network.NODE_IP,
         )
         plane.start()
         self.controlplane = plane
         self.cp_state = cp.read_state(self.layout.controlplane)
-        if self.cp_state is None:  # attached control planes write their state too; be safe
+        if self.cp_state is None:
             raise PlatformError(f"the control plane wrote no state in {self.layout.controlplane}")
         self.timings["control plane"] = time.monotonic() - began
         self.report(
@@ -636,52 +510,14 @@ class Platform:
         )
         return True
 
-    def _adopt(self, previous: PlatformState | None, component: str, restarted: bool) -> bool:
-        """Reuse `component` from a previous `up` when it still runs against this control plane."""
-        record = previous.process(component) if previous else None
-        if record is None:
-            return False
-        if not record.is_running():
-            return False
-        if restarted:
-            stop_process(record, timeout=10)  # it talks to a control plane that is gone
-            return False
-        self.children[component] = _Child(record, None)
-        return True
-
-    def _pid(self, component: str) -> int:
-        record = self.process(component)
-        return record.pid if record else 0
-
-    def _step_node(self, previous: PlatformState | None, restarted: bool) -> None:
-        began = time.monotonic()
-        if self._adopt(previous, NODE, restarted):
-            try:
-                wait_until(lambda: node_ready(self.kube, self.options.node_name), timeout=15, what="the node")
-            except PlatformError:
-                self.stop_node()  # runs but does not report: start a fresh one
-            else:
-                self.timings["local node"] = time.monotonic() - began
-                message = f"{self.options.node_name} already running (pid {self._pid(NODE)})"
-                self.report("local node", message, 0.0)
-                return
-        self.start_node()
-        self.timings["local node"] = time.monotonic() - began
-        self.report(
-            "local node",
-            f"{self.options.node_name} Ready; pods get addresses in {self.options.pod_network}",
-            self.timings["local node"],
-        )
-
     def kubenode(self) -> kubenode.KubeNode:
-        """The real node (runtime CONTAINERS) of this platform."""
+        """The real node of this platform."""
         return kubenode.KubeNode(
             self.layout.node,
             controlplane=cp.StateLayout(self.layout.controlplane),
             server=self.server if self.cp_state is not None or self.controlplane is not None else "",
             node_name=self.options.node_name,
             logs=self.layout.logs,
-            detach=self.detach,
             timeout=self.options.timeout,
             node_ready=lambda: node_ready(self.kube, self.options.node_name),
         )
@@ -742,22 +578,6 @@ class Platform:
             wait_until(gone, timeout=DRAIN_TIMEOUT, what="the node's pods to stop", interval=0.5)
         return len(pods)
 
-    def _step_operator(self, previous: PlatformState | None, restarted: bool) -> None:
-        began = time.monotonic()
-        if self._adopt(previous, OPERATOR, restarted) and previous is not None:
-            self.operator_ports = dict(previous.operator_ports)
-            try:
-                wait_until(lambda: http_ok(self.operator_liveness_url), timeout=15, what="the operator")
-            except PlatformError:
-                self.stop_operator()
-            else:
-                self.timings["operator"] = time.monotonic() - began
-                self.report("operator", f"already running (pid {self._pid(OPERATOR)})", 0.0)
-                return
-        self.start_operator()
-        self.timings["operator"] = time.monotonic() - began
-        self.report("operator", f"healthy at {self.operator_liveness_url}", self.timings["operator"])
-
     def _ensure_namespace(self) -> str:
         namespace = str(self.options.namespace)
         ensure_namespace(self.kube, namespace, timeout=self.options.timeout)
@@ -778,188 +598,38 @@ class Platform:
         names = install_crds(self.kube, timeout=self.options.timeout)
         return f"{len(names)} CRDs Established"
 
-    # ------------------------------------------------------------------ components
-
-    def node_argv(self) -> list[str]:
-        return [
-            self.options.python,
-            "-m",
-            "modelcycle.local.node",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--name",
-            self.options.node_name,
-            "--state-dir",
-            str(self.layout.node),
-            "--pod-network",
-            self.options.pod_network,
-            *self.options.node_args,
-        ]
-
-    def start_node(self) -> cp.ProcessRecord:
-        """Start the node agent and wait for its Node to be Ready."""
-        if self.running(NODE):
-            raise PlatformError("the local node agent is already running")
-        popen, record = launch(NODE, self.node_argv(), log=self.layout.log(NODE), detach=self.detach)
-        self.children[NODE] = _Child(record, popen)
-        self._save_if_detached()
-        log = self.layout.log(NODE)
-
-        def ready() -> bool:
-            if popen.poll() is not None:
-                raise PlatformError(
-                    f"the local node agent exited with code {popen.returncode}; log {log}:\n{log_tail(log)}"
-                )
-            return node_ready(self.kube, self.options.node_name)
-
-        try:
-            wait_until(
-                ready,
-                timeout=self.options.timeout,
-                what=f"Node {self.options.node_name} to be Ready",
-                detail=lambda: f"log {log}:\n{log_tail(log)}",
-            )
-        except BaseException:
-            self.stop_node()
-            raise
-        return record
-
-    def operator_argv(self) -> list[str]:
-        return [
-            self.options.python,
-            "-m",
-            "modelcycle",
-            "operator",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--artifact-claim",
-            self.options.artifact_claim,
-            # The operator runs outside the cluster; the API server does not proxy to loopback
-            # pod addresses, but this machine reaches them directly.
-            "--monitor-stats-access",
-            "direct",
-            "--bind-address",
-            cp.LOOPBACK,
-            "--liveness-port",
-            str(self.operator_ports["liveness"]),
-            "--metrics-port",
-            str(self.operator_ports["metrics"]),
-            *self.options.operator_args,
-        ]
-
-    def start_operator(self) -> cp.ProcessRecord:
-        """Start the operator and wait for its liveness endpoint."""
-        if self.running(OPERATOR):
-            raise PlatformError("the operator is already running")
-        if not self.operator_ports:
-            self.operator_ports = {"liveness": free_port(), "metrics": free_port()}
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        popen, record = launch(
-            OPERATOR, self.operator_argv(), log=self.layout.log(OPERATOR), detach=self.detach, env=env
-        )
-        self.children[OPERATOR] = _Child(record, popen)
-        self._save_if_detached()
-        log = self.layout.log(OPERATOR)
-
-        def healthy() -> bool:
-            if popen.poll() is not None:
-                raise PlatformError(
-                    f"the operator exited with code {popen.returncode}; log {log}:\n{log_tail(log)}"
-                )
-            return http_ok(self.operator_liveness_url)
-
-        try:
-            wait_until(
-                healthy,
-                timeout=self.options.timeout,
-                what="the operator's liveness endpoint",
-                detail=lambda: f"log {log}:\n{log_tail(log)}",
-            )
-        except BaseException:
-            self.stop_operator()
-            raise
-        return record
-
-    def _stop_child(self, component: str, *, kill: bool, timeout: float) -> None:
-        child = self.children.pop(component, None)
-        if child is None:
-            return
-        stop_process(child.record, timeout=timeout, kill=kill)
-        if child.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.popen.wait(timeout=5)
-
-    def stop_operator(self, *, timeout: float = 15.0) -> None:
-        self._stop_child(OPERATOR, kill=False, timeout=timeout)
-
-    def kill_operator(self) -> None:
-        """SIGKILL: no cleanup of any kind runs (a crash)."""
-        self._stop_child(OPERATOR, kill=True, timeout=0)
-
-    def stop_node(self, *, timeout: float = 30.0) -> None:
-        self._stop_child(NODE, kill=False, timeout=timeout)
-
-    def kill_node(self) -> None:
-        """SIGKILL the agent only; its pods' processes keep running (their own sessions)."""
-        self._stop_child(NODE, kill=True, timeout=0)
-
-    def adopt(self, state: PlatformState) -> None:
-        """Take over the processes recorded by a detached `up` (for `down` and `status`)."""
-        self.cp_state = cp.read_state(self.layout.controlplane)
-        self.operator_ports = dict(state.operator_ports)
-        for record in state.processes:
-            self.children[record.component] = _Child(record, None)
-
     # ------------------------------------------------------------------ down
 
     def stop(self) -> int:
-        """Stop the operator, the node, the pods' processes and the control plane. Returns the
-        number of pods (or pod processes) stopped. Safe to call twice.
-
-        The real node: cordon and drain it, stop kube-proxy and the kubelet, remove what containers
-        are left, stop containerd and remove every mount, network namespace, bridge, iptables
-        chain and cgroup of ours from the host."""
-        self.stop_operator()
-        self.stop_node()
-        stopped = stop_pod_processes(self.layout.node)
-        real_node = kubenode.NodeLayout(self.layout.node)
-        if self.options.runtime == CONTAINERS or real_node.state_file.exists():
-            stopped += self._drain() if self.cp_state is not None or self.controlplane is not None else 0
+        """Cordon and drain the node (every pod gets its graceful stop), stop kube-proxy and the
+        kubelet, remove what containers are left, stop containerd, remove every mount, network
+        namespace, bridge, iptables chain and cgroup of ours from the host, then stop the control
+        plane. Returns the number of pods drained. Safe to call twice."""
+        self.cp_state = self.cp_state or cp.read_state(self.layout.controlplane)
+        stopped = 0
+        if kubenode.NodeLayout(self.layout.node).state_file.exists():
+            stopped = self._drain() if self.cp_state is not None else 0
             self.kubenode().stop()
         if self._kube is not None:
             self._kube.close()
             self._kube = None
-        if self.controlplane is not None:
-            self.controlplane.stop()
-            self.controlplane = None
-        elif self.detach:
-            cp.stop_detached(self.layout.controlplane)
+        cp.stop_detached(self.layout.controlplane)
+        self.controlplane = None
         self.cp_state = None
-        if self.detach:
-            self.layout.state_file.unlink(missing_ok=True)
+        self.layout.state_file.unlink(missing_ok=True)
         return stopped
 
-    # ------------------------------------------------------------------ memory
 
-    def rss(self) -> dict[str, int]:
-        """Resident memory in bytes: control plane, node agent, operator, pods (process trees)."""
-        state = self.cp_state or cp.read_state(self.layout.controlplane)
-        return memory_usage(self.layout, state, [c.record for c in self.children.values()])
-
-
-def memory_usage(
-    layout: PlatformLayout, cp_state: cp.ControlPlaneState | None, records: Sequence[cp.ProcessRecord]
-) -> dict[str, int]:
-    """RSS in bytes of each part of the platform, each process counted once: the pods' processes
-    (the node's children until it restarts) count as pods, not as the node."""
-    pods = _descendants([r.wrapper_pid for r in pod_runs(layout.node)])
+def memory_usage(layout: PlatformLayout, cp_state: cp.ControlPlaneState | None) -> dict[str, int]:
+    """RSS in bytes of each part of the platform, each process counted once: the control plane,
+    each node component, containerd's shims, and the containers (the operator's included)."""
     groups: dict[str, set[int]] = {
         "control plane": _descendants(
             [p.pid for p in (cp_state.processes if cp_state else []) if p.is_running()]
         )
     }
     node_state = kubenode.NodeState.load(kubenode.NodeLayout(layout.node).state_file)
-    if node_state is not None:  # the real node: its components, containerd's shims, the containers
+    if node_state is not None:
         containers = set(kubenode.container_pids(layout.node))
         components = {c: {r.pid} for c, r in node_state.processes.items() if r.is_running()}
         groups.update(components)
@@ -967,12 +637,6 @@ def memory_usage(
             set(kubenode.processes_using(layout.node)) - containers - set().union(*components.values())
         )
         groups["pods"] = containers
-        return {name: sum(rss_bytes(pid) for pid in pids) for name, pids in groups.items()}
-    for component in (NODE, OPERATOR):
-        record = next((r for r in records if r.component == component), None)
-        running = record is not None and record.is_running()
-        groups[component] = _descendants([record.pid]) - pods if record is not None and running else set()
-    groups["pods"] = pods
     return {name: sum(rss_bytes(pid) for pid in pids) for name, pids in groups.items()}
 
 
@@ -988,21 +652,22 @@ def format_memory(usage: Mapping[str, int]) -> str:
 def up(
     root: Path | None = None, options: PlatformOptions | None = None, *, report: StepReporter = _quiet
 ) -> Platform:
-    platform = Platform(root, options, detach=True, report=report)
+    platform = Platform(root, options, report=report)
     platform.start()
     return platform
 
 
 def down(root: Path | None = None, *, purge: bool = False) -> tuple[bool, int]:
-    """Stop what `up` started. Returns (something was recorded, pod processes stopped)."""
-    platform = Platform(root, detach=True)
+    """Stop what `up` started. Returns (something was recorded, pods drained)."""
+    platform = Platform(root)
     state = read_state(platform.layout.root)
     if state is not None:
-        platform.adopt(state)
-        platform.options = PlatformOptions(
-            node_name=state.node_name, namespace=state.namespace, runtime=state.runtime
-        )
-    recorded = state is not None or cp.read_state(platform.layout.controlplane) is not None
+        platform.options = PlatformOptions(node_name=state.node_name, namespace=state.namespace)
+    recorded = (
+        state is not None
+        or cp.read_state(platform.layout.controlplane) is not None
+        or kubenode.NodeLayout(platform.layout.node).state_file.exists()
+    )
     stopped = platform.stop()
     if purge:
         shutil.rmtree(platform.layout.root, ignore_errors=True)
@@ -1044,25 +709,7 @@ def status(root: Path | None = None) -> tuple[PlatformState | None, list[Compone
             cp.StateLayout(layout.controlplane).admin_kubeconfig, user_agent="modelcycle-local-status"
         )
     try:
-        if state is not None and state.runtime == CONTAINERS:
-            reports.extend(_real_node_reports(layout, state, kube))
-        for component in (NODE, OPERATOR) if state is None or state.runtime == PROCESSES else ():
-            record = state.process(component) if state else None
-            if record is None or not record.is_running():
-                reports.append(ComponentReport(component, [], False, False, "not running"))
-                continue
-            if component == NODE:
-                assert state is not None
-                ready = kube is not None and node_ready(kube, state.node_name)
-                runs = pod_runs(layout.node)
-                readiness = "Ready" if ready else "not Ready"
-                detail = f"Node {state.node_name} {readiness}; {len(runs)} container process(es)"
-            else:
-                assert state is not None
-                url = liveness_url(state.operator_ports)
-                ready = http_ok(url)
-                detail = f"liveness {url} {'OK' if ready else 'failing'}"
-            reports.append(ComponentReport(component, [record.pid], ready, True, detail))
+        reports.extend(_node_reports(layout, state.node_name if state else NODE_NAME, kube))
         if kube is not None and state is not None:
             reports.append(_namespace_report(kube, state))
     finally:
@@ -1071,9 +718,7 @@ def status(root: Path | None = None) -> tuple[PlatformState | None, list[Compone
     return state, reports
 
 
-def _real_node_reports(
-    layout: PlatformLayout, state: PlatformState, kube: Kube | None
-) -> list[ComponentReport]:
+def _node_reports(layout: PlatformLayout, node_name: str, kube: Kube | None) -> list[ComponentReport]:
     node_state = kubenode.NodeState.load(kubenode.NodeLayout(layout.node).state_file)
     records = node_state.processes if node_state else {}
     reports = []
@@ -1082,8 +727,8 @@ def _real_node_reports(
         running = record is not None and record.is_running()
         detail = "running" if running else "not running"
         if component == kubenode.KUBELET and running:
-            ready = kube is not None and node_ready(kube, state.node_name)
-            detail = f"Node {state.node_name} {'Ready' if ready else 'not Ready'}"
+            ready = kube is not None and node_ready(kube, node_name)
+            detail = f"Node {node_name} {'Ready' if ready else 'not Ready'}"
             running = running and ready
         reports.append(ComponentReport(component, [record.pid] if record else [], running, running, detail))
     available = kube is not None and incluster.operator_available(kube)
@@ -1093,15 +738,9 @@ def _real_node_reports(
     return reports
 
 
-def liveness_url(operator_ports: Mapping[str, int]) -> str:
-    """The operator's liveness endpoint (kopf's /healthz) on this machine."""
-    return f"http://{cp.LOOPBACK}:{operator_ports.get('liveness', 0)}/healthz"
-
-
 def status_memory(root: Path | None = None) -> dict[str, int]:
     layout = PlatformLayout(Path(root or default_root()).expanduser().resolve())
-    state = read_state(layout.root)
-    return memory_usage(layout, cp.read_state(layout.controlplane), state.processes if state else [])
+    return memory_usage(layout, cp.read_state(layout.controlplane))
 
 
 def _namespace_report(kube: Kube, state: PlatformState) -> ComponentReport:
@@ -1118,8 +757,3 @@ def _namespace_report(kube: Kube, state: PlatformState) -> ComponentReport:
         ns is not None,
         f"{state.namespace}: {'present' if ns else 'missing'}; PVC {state.artifact_claim} {phase}",
     )
-
-
-def iter_pod_processes(root: Path | None = None) -> Iterator[Run]:
-    layout = PlatformLayout(Path(root or default_root()).expanduser().resolve())
-    yield from pod_runs(layout.node)

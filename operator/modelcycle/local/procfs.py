@@ -1,7 +1,4 @@
-"""What Linux's /proc says of a process: enough to tell a live process from a reused pid.
-
-(node_wrapper keeps its own three-line copy: it runs as `python -I -S`, importing no package.)
-"""
+"""What Linux's /proc says of a process: enough to tell a live process from a reused pid."""
 
 from __future__ import annotations
 

@@ -1,34 +1,26 @@
-"""Talk to a model Service on the local platform the way a Service does: Open Inference Protocol v2
-requests, each to the next ready endpoint (round-robin) of the Service at that moment.
+"""Talk to a model Service the way a Service does: Open Inference Protocol v2 requests, each to the
+next ready endpoint (round-robin) of the Service at that moment.
 
-There is no kube-proxy here, so a Service's ClusterIP leads nowhere; what a Service does is send
-each connection to one of the endpoints listed as `ready` for it. `ServiceEndpoints` keeps that
-list with watches, and `OipClient` picks from the latest list at every request.
+kube-proxy would route a ClusterIP to one endpoint too, but hide which one; sending each request
+to an endpoint the client picked tells a test (and the demo) which pod, and so which model
+version, answered, and lets feedback reach the pod that made the prediction. `ServiceEndpoints`
+keeps the endpoint list with watches, and `OipClient` picks from the latest list at every request.
 
-Where the list comes from:
-
-- on a cluster whose pod IPs are routable, the Service's EndpointSlices (what kube-proxy reads);
-- on the local node, pods have loopback addresses (127.x.y.z), and the API server refuses
-  loopback addresses in Endpoints and EndpointSlices ("may not be in the loopback range"), so
-  the EndpointSlice controller cannot write any. The client then computes the same list from the
-  pods with the EndpointSlice controller's own rule: pods matching the Service's selector, with
-  a pod IP, not terminated; an endpoint is `ready` when the pod's Ready condition is True and
-  the pod is not terminating (no deletionTimestamp); the port is the Service's targetPort
-  resolved against the pod's container ports.
-
-`source="auto"` (the default) uses the EndpointSlices when they list any address, else the pods.
+Where the list comes from: the Service's EndpointSlices (what kube-proxy reads). While they list
+no address (`source="auto"`, the default), the client computes the same list from the pods with
+the EndpointSlice controller's own rule: pods matching the Service's selector, with a pod IP, not
+terminated; an endpoint is `ready` when the pod's Ready condition is True and the pod is not
+terminating (no deletionTimestamp); the port is the Service's targetPort resolved against the
+pod's container ports.
 
 How a request reaches the endpoint it was sent to (the transport, `use_transport`):
 
 - `direct` (the default): HTTP straight to the pod IP; needs pod IPs routable from this host
-  (the local node's loopback addresses are);
+  (the local real node's are: 198.18.1.0/24 on its bridge);
 - `service-proxy`: through the API server's proxy, with the kubeconfig's credentials, for a
   cluster whose pod IPs this host cannot reach (kind). Each request still goes to the endpoint
   the client picked (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/v2/...`, the per-pod form
-  of `services/<svc>:<port>/proxy`), so a result still says which pod answered and feedback
-  still reaches the pod that made the prediction. It adds a hop (latency), and the API server
-  refuses to proxy to loopback addresses ("address not allowed"), so it does not work against
-  the local node's pods.
+  of `services/<svc>:<port>/proxy`). It adds a hop (latency).
 """
 
 from __future__ import annotations
