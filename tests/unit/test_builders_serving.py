@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from modelcycle.api import modeldeployment, modelversion
 from modelcycle.builders import meta, pods, serving
 
 SHA = "ab" * 32
@@ -40,7 +41,22 @@ def mv(version: int = 3, *, profile: str | None = "pvc://datasets/ml/iris/profil
 
 
 def deployment(track: str = serving.STABLE, replicas: int = 2, **spec: Any) -> dict[str, Any]:
-    return serving.deployment(mdep(**spec), mv(), track=track, replicas=replicas, settings=SETTINGS)
+    obj = mdep(**spec)
+    return serving.deployment(
+        obj, serving.parse_spec(obj), mv(), track=track, replicas=replicas, settings=SETTINGS
+    )
+
+
+def parsed(**spec: Any) -> modeldeployment.ModelDeploymentSpec:
+    return serving.parse_spec(mdep(**spec))
+
+
+def service_of(obj: dict[str, Any]) -> dict[str, Any]:
+    return serving.service(obj, serving.parse_spec(obj))
+
+
+def hpa(obj: dict[str, Any]) -> dict[str, Any] | None:
+    return serving.horizontal_pod_autoscaler(obj, serving.parse_spec(obj))
 
 
 def container(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -52,10 +68,8 @@ def container(manifest: dict[str, Any]) -> dict[str, Any]:
 def test_names_are_stable_and_canary_is_a_second_deployment() -> None:
     assert deployment()["metadata"]["name"] == "iris"
     assert deployment(serving.CANARY)["metadata"]["name"] == "iris-canary"
-    assert serving.service(mdep())["metadata"]["name"] == "iris"
-    assert (
-        serving.horizontal_pod_autoscaler(mdep(autoscaling={"maxReplicas": 3}))["metadata"]["name"] == "iris"
-    )
+    assert service_of(mdep())["metadata"]["name"] == "iris"
+    assert hpa(mdep(autoscaling={"maxReplicas": 3}))["metadata"]["name"] == "iris"
 
 
 @pytest.mark.parametrize("name", ["a" * 80, "1st.model", "x.y.z"])
@@ -63,7 +77,7 @@ def test_names_are_dns_labels_even_for_long_or_dotted_parents(name: str) -> None
     for manifest in (
         deployment_of(name, serving.STABLE),
         deployment_of(name, serving.CANARY),
-        serving.service(mdep(name)),
+        service_of(mdep(name)),
     ):
         value = manifest["metadata"]["name"]
         assert len(value) <= 63
@@ -78,7 +92,8 @@ def test_names_are_dns_labels_even_for_long_or_dotted_parents(name: str) -> None
 
 
 def deployment_of(name: str, track: str) -> dict[str, Any]:
-    return serving.deployment(mdep(name), mv(), track=track, replicas=1, settings=SETTINGS)
+    obj = mdep(name)
+    return serving.deployment(obj, serving.parse_spec(obj), mv(), track=track, replicas=1, settings=SETTINGS)
 
 
 def test_deployment_is_owned_and_labelled() -> None:
@@ -105,7 +120,7 @@ def test_deployment_is_owned_and_labelled() -> None:
 
 def test_selectors_never_hold_the_version_and_the_service_spans_tracks() -> None:
     stable, canary = deployment(), deployment(serving.CANARY)
-    service = serving.service(mdep())
+    service = service_of(mdep())
     for manifest in (stable, canary):
         selector = manifest["spec"]["selector"]["matchLabels"]
         assert meta.VERSION not in selector
@@ -172,7 +187,9 @@ def test_args_carry_artifact_identity_batching_and_profile() -> None:
     assert flag("--max-batch-size") == "16"
     assert flag("--max-delay-us") == "500"
     assert flag("--reference-profile") == "pvc://datasets/ml/iris/profile.json"
-    no_profile = serving.serve_args(mdep(), mv(profile=None))
+    no_profile = serving.serve_args(
+        serving.parse_spec(mdep()), modelversion.ModelVersionSpec.model_validate(mv(profile=None)["spec"])
+    )
     assert "--reference-profile" not in no_profile
 
 
@@ -249,7 +266,9 @@ def test_resources_and_image_from_spec_else_settings() -> None:
 def test_spec_hash_tracks_the_template_but_not_the_size() -> None:
     base = deployment(replicas=2)["metadata"]["annotations"][serving.SPEC_HASH]
     assert deployment(replicas=5)["metadata"]["annotations"][serving.SPEC_HASH] == base
-    other = serving.deployment(mdep(), mv(4), track=serving.STABLE, replicas=2, settings=SETTINGS)
+    other = serving.deployment(
+        mdep(), serving.parse_spec(mdep()), mv(4), track=serving.STABLE, replicas=2, settings=SETTINGS
+    )
     assert other["metadata"]["annotations"][serving.SPEC_HASH] != base
     assert other["spec"]["template"]["metadata"]["labels"][meta.VERSION] == "4"
     assert deployment(progressDeadlineSeconds=60)["metadata"]["annotations"][serving.SPEC_HASH] != base
@@ -258,13 +277,15 @@ def test_spec_hash_tracks_the_template_but_not_the_size() -> None:
 def test_builders_do_not_mutate_their_input() -> None:
     obj, version = mdep(replicas=2), mv()
     before = copy.deepcopy((obj, version))
-    serving.deployment(obj, version, track=serving.STABLE, replicas=2, settings=SETTINGS)
-    serving.service(obj)
+    serving.deployment(
+        obj, serving.parse_spec(obj), version, track=serving.STABLE, replicas=2, settings=SETTINGS
+    )
+    service_of(obj)
     assert (obj, version) == before
 
 
 def test_service_shape() -> None:
-    service = serving.service(mdep())
+    service = service_of(mdep())
     assert service["apiVersion"] == "v1"
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [
@@ -275,13 +296,11 @@ def test_service_shape() -> None:
 
 
 def test_hpa_shape_and_absence() -> None:
-    assert serving.horizontal_pod_autoscaler(mdep()) is None
-    hpa = serving.horizontal_pod_autoscaler(
-        mdep(autoscaling={"minReplicas": 2, "maxReplicas": 6, "targetCpu": 55})
-    )
-    assert hpa is not None
-    assert hpa["apiVersion"] == "autoscaling/v2"
-    spec = hpa["spec"]
+    assert hpa(mdep()) is None
+    hpa_manifest = hpa(mdep(autoscaling={"minReplicas": 2, "maxReplicas": 6, "targetCpu": 55}))
+    assert hpa_manifest is not None
+    assert hpa_manifest["apiVersion"] == "autoscaling/v2"
+    spec = hpa_manifest["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris"}
     assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 6)
     assert spec["metrics"][0]["resource"] == {
@@ -322,15 +341,17 @@ def test_canary_beside_an_autoscaled_stable(stable: int, weight: int, canary: in
 
 
 def test_stable_replicas_with_and_without_autoscaling() -> None:
-    assert serving.stable_replicas(mdep(replicas=3), current=7) == 3
-    scaled = mdep(replicas=3, autoscaling={"minReplicas": 2, "maxReplicas": 5})
+    assert serving.stable_replicas(serving.parse_spec(mdep(replicas=3)), current=7) == 3
+    scaled = parsed(replicas=3, autoscaling={"minReplicas": 2, "maxReplicas": 5})
     assert serving.stable_replicas(scaled, current=None) == 2
     assert serving.stable_replicas(scaled, current=4) == 4
     assert serving.stable_replicas(scaled, current=9) == 5
 
 
 def test_url_and_pod_selector() -> None:
-    assert serving.url(mdep()) == "http://iris.ml.svc.cluster.local/v2/models/iris"
+    assert (
+        serving.url(mdep(), serving.parse_spec(mdep())) == "http://iris.ml.svc.cluster.local/v2/models/iris"
+    )
     selector = serving.pod_selector(mdep(), version=3)
     assert f"{meta.VERSION}=3" in selector.split(",")
     assert f"{meta.OWNER}=iris" in selector.split(",")

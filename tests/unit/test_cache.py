@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from modelcycle.controllers import cache
 
 
@@ -87,3 +89,44 @@ def test_own_writes_are_remembered_only_for_synced_kinds() -> None:
     reads.remember({"kind": "Service", "metadata": {"name": "iris", "namespace": "ml", "uid": "s"}})
     assert store.get("Job", "ml", "a-train") is not None
     assert store.get("Service", "ml", "iris") is None
+
+
+@pytest.mark.parametrize(
+    ("events", "echoes"),
+    [
+        pytest.param(["5"], [True], id="the-echo-itself"),
+        pytest.param(["5", "5"], [True, False], id="only-once"),
+        pytest.param(["4", "5"], [False, True], id="an-older-event-first"),
+        pytest.param(["6", "5"], [False, False], id="a-newer-event-ends-the-wait"),
+    ],
+)
+def test_the_watch_event_of_an_own_write_is_its_echo(events: list[str], echoes: list[bool]) -> None:
+    store = cache.Store()
+    store.fill("Job", [])
+    store.wrote(job("a-train", rv="5"))
+    assert [store.is_echo("Job", job("a-train", rv=rv)) for rv in events] == echoes
+
+
+def test_an_event_of_an_object_never_written_is_no_echo() -> None:
+    store = cache.Store()
+    store.put(job("a-train", rv="5"))  # from a watch, not written
+    assert not store.is_echo("Job", job("a-train", rv="5"))
+
+
+def test_deleting_an_object_forgets_its_own_write() -> None:
+    store = cache.Store()
+    store.wrote(job("a-train", rv="5"))
+    store.delete(job("a-train", rv="6"))
+    assert len(store) == 0
+    assert not store.is_echo("Job", job("a-train", rv="5"))
+
+
+def test_objects_are_held_without_managed_fields() -> None:
+    store = cache.Store()
+    obj = job("a-train", rv="1")
+    obj["metadata"]["managedFields"] = [{"manager": "kube-controller-manager", "fieldsV1": {"f:status": {}}}]
+    store.put(obj)
+    held = store.get("Job", "ml", "a-train")
+    assert held is not None and "managedFields" not in held["metadata"]
+    assert held["metadata"]["labels"] == obj["metadata"]["labels"]
+    assert "managedFields" in obj["metadata"]  # the caller's object is left alone

@@ -349,6 +349,7 @@ def test_service_monitor_and_pod_monitor() -> None:
 
 def test_serving_selectors_match_the_pods_the_operator_creates() -> None:
     """The PodMonitor and NetworkPolicy select what builders/serving.py labels serving pods with."""
+    from modelcycle.api import modelversion
     from modelcycle.builders import serving
 
     mdep = {
@@ -363,7 +364,12 @@ def test_serving_selectors_match_the_pods_the_operator_creates() -> None:
         "metadata": {"name": "iris-v1", "namespace": "mc", "uid": "u2"},
         "spec": {"model": "iris", "version": 1, "artifact": {"uri": "pvc://m/iris", "sha256": "0" * 64}},
     }
-    labels = serving.pod_labels(mdep, mv, serving.STABLE)
+    labels = serving.pod_labels(
+        mdep,
+        serving.parse_spec(mdep),
+        modelversion.ModelVersionSpec.model_validate(mv["spec"]),
+        serving.STABLE,
+    )
     docs = render({"metrics": {"podMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}})
     for selector in (
         one(docs, "PodMonitor")["spec"]["selector"]["matchLabels"],

@@ -371,3 +371,24 @@ def test_reconcilers_are_registered_with_their_dependents() -> None:
     assert registry.REGISTRY["ModelVersion"].dependents == ("ModelDeployment",)
     assert registry.REGISTRY["TrainingRun"].reconcile is trainingrun.reconcile
     assert registry.REGISTRY["TrainingRun"].rbac_rules == tuple(trainingrun.RBAC_RULES)
+
+
+@pytest.mark.parametrize(
+    ("status", "started"),
+    [
+        pytest.param({}, False, id="just-created"),
+        pytest.param({"startTime": "2026-12-03T10:00:00Z", "active": 1, "ready": 0}, False, id="pod-pending"),
+        pytest.param({"startTime": "2026-12-03T10:00:00Z", "active": 1, "ready": 1}, True, id="pod-running"),
+        pytest.param({"startTime": "2026-12-03T10:00:00Z", "failed": 1, "active": 1}, True, id="a-retry"),
+        pytest.param(
+            {"startTime": "2026-12-03T10:00:00Z", "conditions": [{"type": "Complete", "status": "True"}]},
+            True,
+            id="complete",
+        ),
+    ],
+)
+def test_a_job_has_started_training_once_a_pod_runs_or_finished(
+    status: dict[str, Any], started: bool
+) -> None:
+    job = {"metadata": {"name": "iris-train", "namespace": "ml", "uid": "j"}, "status": status}
+    assert workload.pods_started(job) is started

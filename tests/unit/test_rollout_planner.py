@@ -58,7 +58,9 @@ def deployed(
     available_for: float = 600,
 ) -> dict[str, Any]:
     """A Deployment the builders made for `version`, as the Deployment controller reports it."""
-    manifest = serving.deployment(owner, mv(version), track=track, replicas=replicas, settings=SETTINGS)
+    manifest = serving.deployment(
+        owner, serving.parse_spec(owner), mv(version), track=track, replicas=replicas, settings=SETTINGS
+    )
     manifest["metadata"].update(generation=3)
     ready = replicas if complete else 0
     conditions = [{"type": "Available", "status": "True", "lastTransitionTime": stamp(available_for)}]
@@ -300,8 +302,10 @@ def plan(case: Case) -> rollout.RolloutPlan:
         versions=case.versions,
         stable=stable,
         canary=case.canary,
-        service=serving.service(owner) if stable is not None else None,  # a new one has neither
-        hpa=serving.horizontal_pod_autoscaler(hpa_owner) if case.hpa else None,
+        service=serving.service(owner, serving.parse_spec(owner))
+        if stable is not None
+        else None,  # a new one has neither
+        hpa=serving.horizontal_pod_autoscaler(hpa_owner, serving.parse_spec(hpa_owner)) if case.hpa else None,
     )
     spec = serving.parse_spec(owner)
     return rollout.plan_rollout(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from modelcycle.api import kinds
-from modelcycle.controllers import runtime, scheduler
+from modelcycle.controllers import cache, runtime, scheduler
 from modelcycle.controllers.scheduler import Key, Schedule
 
 KEY = Key("TrainingRun", "ml", "iris")
@@ -207,3 +207,60 @@ def test_ten_thousand_objects_created_and_deleted_leave_no_state() -> None:
         if sample.labels.get("namespace") == "leak"
     ]
     assert series == []
+
+
+class VersioningClient(MemoryClient):
+    """Each status patch makes a new resourceVersion, as the API server does."""
+
+    def patch(
+        self, *, kind: str, namespace: str, name: str, patch: dict[str, Any], subresource: str
+    ) -> dict[str, Any]:
+        obj = super().patch(kind=kind, namespace=namespace, name=name, patch=patch, subresource=subresource)
+        obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+        return {**obj, "metadata": dict(obj["metadata"])}
+
+
+def test_the_echo_of_an_own_write_starts_no_reconcile() -> None:
+    client = VersioningClient()
+    reconciled: list[str] = []
+
+    def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
+        reconciled.append(obj["metadata"]["resourceVersion"])
+        return runtime.Outcome(status={"phase": "Done", "seen": obj["metadata"]["resourceVersion"]})
+
+    registry = {"TrainingRun": runtime.Registration(kind=kinds.TRAINING_RUN, reconcile=reconcile)}
+    store = cache.Store()
+    ctx = runtime.Context(client=client, settings=runtime.Settings(), store=store)  # type: ignore[arg-type]
+    runner = scheduler.Runner(ctx, registry=registry)
+    run = {
+        "apiVersion": "modelcycle.io/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "u1", "generation": 1, "resourceVersion": "1"},
+        "spec": {},
+    }
+    client.objects[("TrainingRun", "ml", "iris")] = run
+    store.fill("TrainingRun", [])
+    store.fill("Job", [])
+
+    def version(rv: str) -> dict[str, Any]:
+        return {**run, "metadata": {**run["metadata"], "resourceVersion": rv}}
+
+    async def scenario() -> None:
+        await runner.on_object_event("TrainingRun", "ADDED", version("1"))  # reconciled, status patched
+        await runner.on_object_event("TrainingRun", "MODIFIED", version("2"))  # that patch: an echo
+        assert reconciled == ["1"]
+        await runner.on_object_event("TrainingRun", "MODIFIED", version("3"))  # someone else's change
+        assert reconciled == ["1", "3"]
+
+        owner = {"kind": "TrainingRun", "name": "iris", "controller": True}
+        job = {"kind": "Job", "metadata": {"name": "iris-train", "namespace": "ml", "uid": "j",
+                                          "resourceVersion": "7", "ownerReferences": [owner]}}  # fmt: skip
+        ctx.reads.remember(job)  # the operator created it
+        await runner.on_child_event("Job", "ADDED", job)
+        assert runner.schedule.pop_due() == []
+        changed = {**job, "metadata": {**job["metadata"], "resourceVersion": "8"}}  # the Job controller's
+        await runner.on_child_event("Job", "MODIFIED", changed)
+        assert runner.schedule.pop_due() == [KEY._replace(namespace="ml", name="iris")]
+        runner.stop()
+
+    asyncio.run(scenario())

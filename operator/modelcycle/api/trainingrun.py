@@ -101,6 +101,7 @@ class TrainingRunStatus(common.CommonStatus):
     best_params: dict[str, Any] | None = None
     """Parameters chosen by the hyperparameter search."""
     start_time: str | None = None
-    """When training started (RFC 3339)."""
+    """When training started (RFC 3339): the training Job's start time, recorded once one of its
+    pods runs (a run whose pod waits to be scheduled has none yet)."""
     completion_time: str | None = None
     """When training finished (RFC 3339)."""

@@ -14,7 +14,8 @@ Naming and rollout model:
 - The Deployments' selectors (immutable) hold the owner labels and the track (`stable`/`canary`),
   never the version.
 
-Every function is pure: dict (the ModelDeployment and ModelVersion objects) in, dict out.
+Every function is pure: the ModelDeployment object (for its name, namespace and uid) and its spec,
+parsed once by the caller (`parse_spec`), and the ModelVersion object in; dict out.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from modelcycle import GROUP
 from modelcycle.api import modeldeployment, modelversion
+from modelcycle.api.modeldeployment import ModelDeploymentSpec
 from modelcycle.builders import meta, pods
 
 COMPONENT = "serving"
@@ -56,8 +58,9 @@ SHUTDOWN_TIMEOUT_SECONDS = 20.0
 TERMINATION_GRACE_SECONDS = 30
 
 
-def parse_spec(mdep: dict[str, Any]) -> modeldeployment.ModelDeploymentSpec:
-    return modeldeployment.ModelDeploymentSpec.model_validate(mdep.get("spec") or {})
+def parse_spec(mdep: dict[str, Any]) -> ModelDeploymentSpec:
+    """The ModelDeployment's spec, parsed (once per reconcile: every builder here takes it)."""
+    return ModelDeploymentSpec.model_validate(mdep.get("spec") or {})
 
 
 def dns_label(name: str, *, max_length: int = meta.MAX_NAME) -> str:
@@ -108,8 +111,7 @@ def pod_selector(mdep: dict[str, Any], *, version: int | None = None, track: str
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def url(mdep: dict[str, Any]) -> str:
-    spec = parse_spec(mdep)
+def url(mdep: dict[str, Any], spec: ModelDeploymentSpec) -> str:
     namespace = mdep["metadata"]["namespace"]
     return f"http://{service_name(mdep)}.{namespace}.svc.cluster.local/v2/models/{spec.model}"
 
@@ -161,11 +163,9 @@ def model_version_number(mv: dict[str, Any]) -> int:
     return int(mv["spec"]["version"])
 
 
-def serve_args(mdep: dict[str, Any], mv: dict[str, Any]) -> list[str]:
+def serve_args(spec: ModelDeploymentSpec, version: modelversion.ModelVersionSpec) -> list[str]:
     """`modelcycle serve` arguments: the artifact (checked by sha256), its identity, batching, and
     the training profile (the drift reference the server counts live values against)."""
-    spec = parse_spec(mdep)
-    version = modelversion.ModelVersionSpec.model_validate(mv["spec"])
     batching = spec.batching or modeldeployment.Batching()
     args = [
         "serve",
@@ -230,25 +230,31 @@ def probes() -> dict[str, Any]:
     }
 
 
-def pod_labels(mdep: dict[str, Any], mv: dict[str, Any], track: str) -> dict[str, str]:
-    spec = parse_spec(mdep)
+def pod_labels(
+    mdep: dict[str, Any], spec: ModelDeploymentSpec, version: modelversion.ModelVersionSpec, track: str
+) -> dict[str, str]:
     return {
         **meta.owner_labels(mdep, component=COMPONENT),
         meta.MODEL: spec.model,
-        meta.VERSION: str(model_version_number(mv)),
+        meta.VERSION: str(version.version),
         TRACK: track,
     }
 
 
 def pod_template(
-    mdep: dict[str, Any], mv: dict[str, Any], *, track: str, settings: pods.WorkloadSettings
+    mdep: dict[str, Any],
+    spec: ModelDeploymentSpec,
+    mv: dict[str, Any],
+    *,
+    track: str,
+    settings: pods.WorkloadSettings,
 ) -> dict[str, Any]:
-    spec = parse_spec(mdep)
+    version = modelversion.ModelVersionSpec.model_validate(mv["spec"])
     resources = spec.resources.to_json_dict() if spec.resources else None
     pod_spec = pods.workload_pod_spec(
         settings=settings,
         container_name=CONTAINER,
-        args=serve_args(mdep, mv),
+        args=serve_args(spec, version),
         image=spec.image,
         resources=resources or None,
         restart_policy="Always",
@@ -261,7 +267,7 @@ def pod_template(
     pod_spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
     return {
         "metadata": {
-            "labels": pod_labels(mdep, mv, track),
+            "labels": pod_labels(mdep, spec, version, track),
             "annotations": {
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(PORT),
@@ -275,6 +281,7 @@ def pod_template(
 
 def deployment(
     mdep: dict[str, Any],
+    spec: ModelDeploymentSpec,
     mv: dict[str, Any],
     *,
     track: str,
@@ -286,14 +293,13 @@ def deployment(
     The spec-hash annotation covers everything but `replicas`, so the controller can tell a
     template change (a rollout) from a scale.
     """
-    spec = parse_spec(mdep)
     body: dict[str, Any] = {
         "selector": {"matchLabels": track_selector(mdep, track)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
         "progressDeadlineSeconds": spec.progress_deadline_seconds,
         "revisionHistoryLimit": DEFAULT_REVISION_HISTORY,
         "minReadySeconds": 0,
-        "template": pod_template(mdep, mv, track=track, settings=settings),
+        "template": pod_template(mdep, spec, mv, track=track, settings=settings),
     }
     metadata = meta.child_metadata(
         mdep,
@@ -310,10 +316,9 @@ def deployment(
     }
 
 
-def service(mdep: dict[str, Any]) -> dict[str, Any]:
+def service(mdep: dict[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
     """ClusterIP Service `<mdep>`: port 80 to the pods' http port and 8081 to their grpc port (with
     `appProtocol: grpc`, so meshes and gateways balance per call), across versions and tracks."""
-    spec = parse_spec(mdep)
     body = {
         "type": "ClusterIP",
         "selector": service_selector(mdep),
@@ -335,9 +340,8 @@ def service(mdep: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": body}
 
 
-def horizontal_pod_autoscaler(mdep: dict[str, Any]) -> dict[str, Any] | None:
+def horizontal_pod_autoscaler(mdep: dict[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any] | None:
     """autoscaling/v2 HPA on CPU for the stable Deployment; None when autoscaling is unset."""
-    spec = parse_spec(mdep)
     if spec.autoscaling is None:
         return None
     scaling = spec.autoscaling
@@ -371,10 +375,9 @@ def horizontal_pod_autoscaler(mdep: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def stable_replicas(mdep: dict[str, Any], *, current: int | None) -> int:
+def stable_replicas(spec: ModelDeploymentSpec, *, current: int | None) -> int:
     """Desired size of the stable Deployment: spec.replicas, or the HPA's current choice (its min
     when the Deployment is new) while autoscaling is set."""
-    spec = parse_spec(mdep)
     if spec.autoscaling is None:
         return spec.replicas
     if current is None:

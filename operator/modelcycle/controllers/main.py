@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 import prometheus_client
 
 from modelcycle import GROUP, VERSION, errors, kubeclient
 from modelcycle.builders import meta, pods
-from modelcycle.controllers import cache, kube, rbac, runtime, scheduler
+from modelcycle.controllers import cache, kube, memory, rbac, runtime, scheduler
 from modelcycle.controllers.registry import REGISTRY
 
 logger = logging.getLogger("modelcycle.operator")
@@ -80,8 +81,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=8,
-        help="reconciles of different objects that may run at once (default 8)",
+        default=32,
+        help="reconciles of different objects that may run at once (default 32; they mostly wait "
+        "for the API server)",
     )
     parser.add_argument("--liveness-port", type=int, default=8080, help="kopf liveness endpoint /healthz")
     parser.add_argument("--metrics-port", type=int, default=8081, help="Prometheus metrics (0 disables)")
@@ -135,6 +137,23 @@ def connection_info(config: Any) -> kopf.ConnectionInfo:
     )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf's diff-base is for change handlers, and the operator has none (`on.event` only); yet by
+    default kopf deep-copies every object on every watch event to build it. Nothing is built,
+    fetched or stored."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def build_registry(runner: scheduler.Runner, *, priority: int) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -146,6 +165,9 @@ def build_registry(runner: scheduler.Runner, *, priority: int) -> kopf.OperatorR
         settings.watching.connect_timeout = 10
         settings.networking.request_timeout = 30
         settings.posting.enabled = False  # we post our own Events with reasons
+        settings.persistence.diffbase_storage = NoDiffBase()
+        for child in CHILD_KINDS:  # only the children we label, filtered by the API server
+            settings.watching.label_selectors[child[0], child[2]] = meta.OWNER_KIND
         settings.peering.priority = priority
         await runner.start()
 
@@ -214,7 +236,12 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(args.kubeconfig):
             raise errors.UserError(f"kubeconfig {args.kubeconfig} does not exist")
         os.environ["KUBECONFIG"] = args.kubeconfig
-    client = kube.Client(kube.load_configuration(kubeconfig=args.kubeconfig))
+    memory.limit_arenas()
+    configuration = kube.load_configuration(kubeconfig=args.kubeconfig)
+    # One kept-alive connection per thread that sends: urllib3 discards (and each request then
+    # opens, with a TLS handshake) every connection beyond the pool's size (default 5 per core).
+    configuration.connection_pool_maxsize = args.workers + scheduler.EVENT_POSTERS + 2
+    client = kube.Client(configuration)
     runner = scheduler.Runner(
         runtime.Context(client=client, settings=settings_from(args), store=cache.Store()),
         registry=REGISTRY,

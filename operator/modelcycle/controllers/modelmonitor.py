@@ -42,7 +42,6 @@ from modelcycle.builders import meta, retraining, serving
 from modelcycle.controllers import kube, runtime
 from modelcycle.planners import clock
 from modelcycle.planners import retrain as retrain_planner
-from modelcycle.workloads import drift
 
 RBAC_RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": ["modelmonitors"], "verbs": ["get", "list", "watch"]},
@@ -137,6 +136,8 @@ def reference_profile(
     ctx: runtime.Context, pods: list[dict[str, Any]], model: str, fingerprint: str
 ) -> dict[str, Any] | None:
     """The profile the server counts against, by fingerprint: cached, else asked of a serving pod."""
+    from modelcycle.workloads import drift  # numpy, pandas and scipy: see `reconcile`
+
     with _profiles_lock:
         if fingerprint in _profiles:
             _profiles.move_to_end(fingerprint)
@@ -327,6 +328,10 @@ def _performance_check(
 
 
 def reconcile(obj: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
+    # Imported by the first monitor's reconcile, not with the operator: numpy, pandas and scipy are
+    # about 130 MB of the operator's RSS, which an operator without ModelMonitors never needs.
+    from modelcycle.workloads import drift
+
     spec = modelmonitor.ModelMonitorSpec.model_validate(obj.get("spec") or {})
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     generation = obj["metadata"].get("generation")

@@ -6,9 +6,13 @@ with capped exponential backoff (with jitter); a new generation (a spec edit) is
 event that arrives while the object's reconcile runs asks for one more pass after it, since the
 running one may have read the state before the change.
 
+A watch event that only brings back the operator's own write (the status it patched, the child it
+created: `cache.Store.is_echo`) starts nothing: the reconcile that wrote it already saw that state.
+
 `Schedule` is the bookkeeping (synchronous, with an injectable clock, unit-tested with a fake one);
-`Runner` drives it from the kopf event loop and runs the reconciles in worker threads. Every bit of
-per-object state is keyed by (kind, namespace, name) and dropped when the object is deleted.
+`Runner` drives it from the kopf event loop and runs the reconciles in worker threads; Events are
+posted by threads of their own, so a reconcile never waits for them. Every bit of per-object state
+is keyed by (kind, namespace, name) and dropped when the object is deleted.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from typing import Any, NamedTuple
 
 from modelcycle.api import conditions
 from modelcycle.builders import meta
-from modelcycle.controllers import kube, runtime
+from modelcycle.controllers import kube, memory, runtime
 
 logger = logging.getLogger("modelcycle.operator")
 
 RERUN_DELAY_SECONDS = 0.2
+EVENT_POSTERS = 4
+"""Threads that post Events (a reconcile hands its Events over and goes on)."""
 CHILD_KINDS = ("Job", "Deployment")
 """Children the watches deliver (those labelled with their owner's kind) and the store holds."""
 
@@ -187,8 +193,10 @@ class Runner:
         )
         self.clock = clock
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+        self._posters = ThreadPoolExecutor(max_workers=EVENT_POSTERS, thread_name_prefix="events")
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.trimmer = memory.Trimmer(clock=clock)
 
     # --- triggers -------------------------------------------------------------------------
     def forget(self, kind: str, obj: dict[str, Any]) -> None:
@@ -211,19 +219,28 @@ class Runner:
             else:
                 store.put({**obj, "kind": kind})
 
+    def _echo(self, kind: str, event_type: str, obj: dict[str, Any]) -> bool:
+        store = self.ctx.store
+        return store is not None and event_type != "DELETED" and store.is_echo(kind, obj)
+
     async def on_object_event(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        echo = self._echo(kind, event_type, obj)
         self._cache(kind, event_type, obj)
         if event_type == "DELETED" or obj["metadata"].get("deletionTimestamp"):
             self.forget(kind, obj)
             self.poke_dependents(kind, obj["metadata"]["namespace"])
             return
         key = key_of(kind, obj)
-        if self.schedule.track(key, uid=obj["metadata"]["uid"], generation=obj["metadata"].get("generation")):
+        generation = obj["metadata"].get("generation")
+        if self.schedule.track(key, uid=obj["metadata"]["uid"], generation=generation) and not echo:
             await self.reconcile(key)
 
     async def on_child_event(self, kind: str, event_type: str, child: dict[str, Any]) -> None:
         """A Job or Deployment the operator labelled changed: its owner is due."""
+        echo = self._echo(kind, event_type, child)
         self._cache(kind, event_type, child)
+        if echo:
+            return
         metadata = child.get("metadata", {})
         for ref in metadata.get("ownerReferences", []):
             if ref.get("controller") and ref.get("kind") in self.registry:
@@ -248,6 +265,8 @@ class Runner:
                 task = asyncio.create_task(self.reconcile(key))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            if self.ctx.store is not None:
+                self.trimmer.observe(len(self.ctx.store))
 
     async def reconcile(self, key: Key) -> None:
         if not self.schedule.begin(key):
@@ -309,7 +328,7 @@ class Runner:
                 return False
             self.ctx.reads.remember({**patched, "kind": kind})
         for event in outcome.events:
-            runtime.emit_event(client, obj, event)
+            self._posters.submit(runtime.emit_event, client, obj, event)
         if key in self.schedule:  # not deleted meanwhile (its series would outlive it)
             ready = conditions.is_true(new_status.get("conditions"), conditions.READY)
             runtime.OBJECT_READY.labels(*key).set(1 if ready else 0)
@@ -350,3 +369,4 @@ class Runner:
         for task in list(self._tasks):
             task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._posters.shutdown(wait=False)  # the Events already decided still go out

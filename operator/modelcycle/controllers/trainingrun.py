@@ -239,8 +239,8 @@ def reconcile(run: dict[str, Any], ctx: runtime.Context) -> runtime.Outcome:
     if done.state == "Failed" and workload.recorded(run, job_name, done, conditions.SUCCEEDED):
         return runtime.Outcome(events=events)
     base: dict[str, Any] = {"jobName": job_name, "datasetSha256": _inputs(job)["datasetSha256"] or None}
-    if start := workload.job_time(job, "startTime"):
-        base["startTime"] = start
+    if (start := workload.job_time(job, "startTime")) and workload.pods_started(job):
+        base["startTime"] = start  # once training runs: a Job waiting for its pod has not started it
     base = {k: v for k, v in base.items() if v is not None}
 
     if done.state == "Running":

@@ -181,6 +181,15 @@ def is_transient(outcome: JobResult) -> bool:
     return outcome.state == "Failed" and outcome.exit_code == TRANSIENT_EXIT_CODE
 
 
+def pods_started(job: dict[str, Any]) -> bool:
+    """Whether the Job's work began: one of its pods is ready (running), or one has finished. A Job
+    whose pods all wait (to be scheduled, for their image) has a `startTime` but runs nothing yet."""
+    status = job.get("status") or {}
+    return bool(status.get("ready") or status.get("succeeded") or status.get("failed")) or (
+        job_state(job)[0] != "Running"
+    )
+
+
 def job_time(job: dict[str, Any], field_name: str) -> str | None:
     value = (job.get("status") or {}).get(field_name)
     return str(value) if value else None

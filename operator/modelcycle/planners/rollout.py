@@ -379,7 +379,7 @@ def plan_rollout(
     canary_settings = strategy.canary or modeldeployment.Canary()
     canary_strategy = strategy.type == "Canary"
     manage_replicas = spec.autoscaling is None
-    stable_size = serving.stable_replicas(mdep, current=None if stable is None else desired_replicas(stable))
+    stable_size = serving.stable_replicas(spec, current=None if stable is None else desired_replicas(stable))
     requeue: float | None = None
 
     # What the stable template should run, and what the canary (if any) should run.
@@ -429,7 +429,7 @@ def plan_rollout(
     # --- the stable Deployment ---------------------------------------------------------------
     if stable_mv is not None:
         desired = serving.deployment(
-            mdep, stable_mv, track=serving.STABLE, replicas=stable_size, settings=settings
+            mdep, spec, stable_mv, track=serving.STABLE, replicas=stable_size, settings=settings
         )
         before = template_version(stable)
         stable, change = converge_deployment(observed.stable, desired, manage_replicas=manage_replicas)
@@ -453,7 +453,7 @@ def plan_rollout(
     promoting = False
     if canary_mv is not None and stable is not None:
         desired = serving.deployment(
-            mdep, canary_mv, track=serving.CANARY, replicas=canary_size, settings=settings
+            mdep, spec, canary_mv, track=serving.CANARY, replicas=canary_size, settings=settings
         )
         before = template_version(canary)
         canary, change = converge_deployment(canary, desired, manage_replicas=True)
@@ -474,7 +474,7 @@ def plan_rollout(
             healthy_for = (now - since).total_seconds()
             if healthy_for >= canary_settings.promote_after_seconds:
                 desired = serving.deployment(
-                    mdep, target, track=serving.STABLE, replicas=full_size, settings=settings
+                    mdep, spec, target, track=serving.STABLE, replicas=full_size, settings=settings
                 )
                 stable, change = converge_deployment(
                     observed.stable, desired, manage_replicas=manage_replicas
@@ -506,8 +506,8 @@ def plan_rollout(
             canary = None
 
     # --- Service and HPA ---------------------------------------------------------------------
-    changes.set(converge_simple(observed.service, serving.service(mdep)))
-    desired_hpa = serving.horizontal_pod_autoscaler(mdep)
+    changes.set(converge_simple(observed.service, serving.service(mdep, spec)))
+    desired_hpa = serving.horizontal_pod_autoscaler(mdep, spec)
     if desired_hpa is not None:
         changes.set(converge_simple(observed.hpa, desired_hpa))
     elif observed.hpa is not None:
@@ -598,7 +598,7 @@ def plan_rollout(
         "failedVersion": failed_version,
         "replicas": want_count,
         "readyReplicas": ready_count,
-        "url": serving.url(mdep),
+        "url": serving.url(mdep, spec),
         "history": history or None,
         "conditions": updated,
         "phase": phase,
