@@ -188,7 +188,10 @@ def test_args_carry_artifact_identity_batching_and_profile() -> None:
     assert flag("--max-delay-us") == "500"
     assert flag("--reference-profile") == "pvc://datasets/ml/iris/profile.json"
     no_profile = serving.serve_args(
-        serving.parse_spec(mdep()), modelversion.ModelVersionSpec.model_validate(mv(profile=None)["spec"])
+        serving.parse_spec(mdep()),
+        modelversion.ModelVersionSpec.model_validate(mv(profile=None)["spec"]),
+        namespace="ml",
+        deployment="iris",
     )
     assert "--reference-profile" not in no_profile
 
@@ -229,7 +232,12 @@ def test_logging_settings_become_serve_flags_filed_under_namespace_and_deploymen
     from modelcycle.workloads import serve
 
     spec = {} if logging is None else {"logging": logging}
-    args = serving.serve_args(mdep("iris-prod", **spec), mv())
+    args = serving.serve_args(
+        serving.parse_spec(mdep("iris-prod", **spec)),
+        modelversion.ModelVersionSpec.model_validate(mv()["spec"]),
+        namespace="ml",
+        deployment="iris-prod",
+    )
     parser = argparse.ArgumentParser()
     serve.configure(parser)
     parsed = parser.parse_args(args[1:])

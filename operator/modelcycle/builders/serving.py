@@ -163,9 +163,12 @@ def model_version_number(mv: dict[str, Any]) -> int:
     return int(mv["spec"]["version"])
 
 
-def serve_args(spec: ModelDeploymentSpec, version: modelversion.ModelVersionSpec) -> list[str]:
-    """`modelcycle serve` arguments: the artifact (checked by sha256), its identity, batching, and
-    the training profile (the drift reference the server counts live values against)."""
+def serve_args(
+    spec: ModelDeploymentSpec, version: modelversion.ModelVersionSpec, *, namespace: str, deployment: str
+) -> list[str]:
+    """`modelcycle serve` arguments: the artifact (checked by sha256), its identity, batching, the
+    training profile (the drift reference the server counts live values against), and inference
+    logging, filed under the ModelDeployment's `namespace` and name (`deployment`)."""
     batching = spec.batching or modeldeployment.Batching()
     args = [
         "serve",
@@ -199,9 +202,9 @@ def serve_args(spec: ModelDeploymentSpec, version: modelversion.ModelVersionSpec
             "--log-sample-rate",
             f"{spec.logging.sample_rate:g}",
             "--log-namespace",
-            mdep["metadata"]["namespace"],
+            namespace,
             "--log-deployment",
-            mdep["metadata"]["name"],
+            deployment,
             "--log-flush-seconds",
             str(spec.logging.flush_interval_seconds),
             "--log-segment-rows",
@@ -254,7 +257,9 @@ def pod_template(
     pod_spec = pods.workload_pod_spec(
         settings=settings,
         container_name=CONTAINER,
-        args=serve_args(spec, version),
+        args=serve_args(
+            spec, version, namespace=mdep["metadata"]["namespace"], deployment=mdep["metadata"]["name"]
+        ),
         image=spec.image,
         resources=resources or None,
         restart_policy="Always",
