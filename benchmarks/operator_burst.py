@@ -15,7 +15,7 @@ deleted) and CPU seconds, and the operator's API requests per run from the audit
 excluded; by verb and resource). Targets for 1,000: >= 0.5x the raw rate, p99 <= 5 s, RSS <= 200 MB
 and back within 10% of idle after deletion, <= 3 requests per run.
 
-    python benchmarks/operator.py [--sizes 200 1000] [--concurrency 8]
+    python benchmarks/operator_burst.py [--sizes 200 1000] [--concurrency 8]
 
 Needs the control-plane binaries (`make setup`; MODELCYCLE_BIN_DIR points elsewhere).
 """
