@@ -107,6 +107,23 @@ source_hash=$( (git ls-files -co --exclude-standard -- pyproject.toml 'README*' 
   || find pyproject.toml README* operator -type f) | grep -v -e '__pycache__' -e '\.pyc$' -e '\.egg-info/' | LC_ALL=C sort \
   | while read -r f; do [[ -f "$f" ]] && printf '%s  %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$f"; done | hash_of)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The image must hold this very source: a stale layer cache once served an older install.
+check_source() {  # NAME TAG
+  local container mount site stale
+  container=$("${BUILDAH[@]}" from --pull-never --quiet "localhost/modelcycle/$1:$2")
+  mount=$("${BUILDAH[@]}" mount "$container")
+  site=$(ls -d "$mount"/usr/local/lib/python3*/site-packages/modelcycle)
+  stale=$(cd operator/modelcycle && find . -name '*.py' | LC_ALL=C sort | while read -r f; do
+    cmp -s "$f" "$site/$f" || echo "${f#./}"; done | head -3)
+  "${BUILDAH[@]}" umount "$container" >/dev/null
+  "${BUILDAH[@]}" rm "$container" >/dev/null
+  if [[ -n $stale ]]; then
+    echo "error: image $1:$2 does not hold this source (differs: $(echo $stale)); rebuild without" >&2
+    echo "       the layer cache: rm -rf $CACHE/containers, then make setup" >&2
+    exit 1
+  fi
+}
+
 declare -A tags
 for name in operator workload; do
   file="images/Dockerfile.$name"
@@ -115,7 +132,9 @@ for name in operator workload; do
   if [[ -f "$(archive "$name" "$tag")" ]] && has_image "$name" "$tag"; then continue; fi
   t=$(date +%s); echo "  image $name:$tag ($file)"
   bud "$name" "$tag" "$file" . --build-arg "PYTHON_IMAGE=localhost/modelcycle/python-base:$base_tag" \
-    --build-arg "VERSION=$version" --build-arg "REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    --build-arg "VERSION=$version" --build-arg "REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+    --build-arg "SOURCE_HASH=$source_hash"
+  check_source "$name" "$tag"
   save "$name" "$tag"
   echo "  built $name in $(elapsed "$t"), $(du -m "$(archive "$name" "$tag")" | cut -f1) MB archive"
 done
