@@ -347,17 +347,7 @@ def test_performance_drop_from_feedback_triggers_retraining(served: Served) -> N
     )
     # In-distribution traffic (the training rows themselves, shuffled so that any replica's share
     # is a fair sample too): no drift. And labels that disagree with every prediction.
-    send(served, np.random.default_rng(5).permutation(served.model.x))
-    for address in served.addresses():
-        body = {"predictions": [0] * 60, "labels": [1] * 60}
-        host = f"[{address}]" if ":" in address else address
-        request = urllib.request.Request(
-            f"http://{host}:8080/v2/models/{MODEL}/feedback",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
+    _degrade(served)
     degraded = wait_for(
         lambda: (
             (found := monitor_condition(client, namespace, "PerformanceDegraded")).get("status") == "True"
@@ -472,7 +462,8 @@ def _base_dataset_and_logs(served: Served, kubelet: Any, *, labelled: int) -> No
 
 
 def _degrade(served: Served) -> None:
-    """Labels that disagree with every prediction, on every replica: accuracy 0."""
+    """In-distribution traffic (no drift), then labels that disagree with every prediction, on
+    every replica: accuracy 0."""
     send(served, np.random.default_rng(5).permutation(served.model.x))
     for address in served.addresses():
         body = {"predictions": [0] * 60, "labels": [1] * 60}
